@@ -1,0 +1,38 @@
+"""The one recommender interface that benchmarks, notebooks and tests drive every agent through."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class Recommender(ABC):
+    """Acts on a batch of observations (users first) and returns one action per user.
+
+    ``info`` is the env's info dict for the same batch; only the reference policies read its true
+    user state, learning agents use the observation alone.
+    """
+
+    name: str = "recommender"
+
+    def __init__(self, env: gym.Env | gym.vector.VectorEnv):
+        self.action_space = getattr(env, "single_action_space", env.action_space)
+        self.observation_space = getattr(env, "single_observation_space", env.observation_space)
+
+    @abstractmethod
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """Actions for a batch: ``(B,)`` for one item per step, ``(B, K)`` for slates."""
+
+    def update(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """Learn from experience; recommenders that do not learn ignore it."""
+        return {}
+
+    def save(self, path: str | Path) -> None:
+        """Persist what was learned; nothing to save for fixed policies."""
+
+    def load(self, path: str | Path) -> None:
+        """Restore what ``save`` wrote; nothing to load for fixed policies."""

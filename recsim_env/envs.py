@@ -1,0 +1,214 @@
+"""Gymnasium adapters over the batched simulator: a single-user ``Env`` and a native ``VectorEnv``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from recsim_env import render
+from recsim_env.config import EnvConfig, make_config
+from recsim_env.observation import ObservationEncoder, ObservationLayout
+from recsim_env.simulator import Simulator, StepOutcome
+
+
+def _action_space(config: EnvConfig) -> spaces.Space:
+    if config.slate_size == 1:
+        return spaces.Discrete(config.n_candidates)
+    return spaces.MultiDiscrete(np.full(config.slate_size, config.n_candidates))
+
+
+def _to_positions(action: Any, space: spaces.Space, n_users: int, config: EnvConfig) -> np.ndarray:
+    """Validate an action (single or batched) and return slate positions ``(B, K)``; raise clearly."""
+    if config.slate_size == 1 and n_users == 1 and isinstance(action, (int, np.integer)) \
+            and not isinstance(action, bool) and 0 <= action < config.n_candidates:
+        return np.array([[action]], np.int64)  # fast path for the common single-env call
+    arr = np.asarray(action)
+    expected = (n_users, config.slate_size) if isinstance(space, spaces.MultiDiscrete) and arr.ndim == 2 \
+        else space.shape
+    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
+        raise TypeError(f"action {action!r} has dtype {arr.dtype}; {space} needs integers")
+    if arr.shape != expected:
+        raise ValueError(f"action {action!r} has shape {arr.shape}; {space} needs shape {expected}")
+    if arr.size and (arr.min() < 0 or arr.max() >= config.n_candidates):
+        raise ValueError(f"action {action!r} is outside {space}: every entry must be in "
+                         f"[0, {config.n_candidates})")
+    return arr.reshape(n_users, config.slate_size).astype(np.int64, copy=False)
+
+
+def _info(sim: Simulator, out: StepOutcome | None, index: int | slice) -> dict[str, Any]:
+    info: dict[str, Any] = {"candidates": sim.candidates[index].copy(), "user_state": sim.state.snapshot(index)}
+    if out is not None:
+        info.update(click=out.click[index], engagement=out.engagement[index], position=out.position[index],
+                    item=out.item[index], slate=out.slate[index], session_ended=out.session_ended[index])
+    return info
+
+
+def _resolve(preset: str, config: EnvConfig | None, overrides: dict[str, Any]) -> EnvConfig:
+    return make_config(config if config is not None else preset, **overrides)
+
+
+class RecommendationEnv(gym.Env[np.ndarray, Any]):
+    """## Description
+    A recommender serves one simulated user whose interests drift with what they consume. Each step
+    the catalogue offers ``n_candidates`` items; the agent shows one (or a slate of ``slate_size``);
+    the user clicks one or nothing (conditional logit or cascade), watches part of it, and their
+    interest, satiation and time budget move. Clickbait looks appealing but disappoints and drains
+    the budget; a topic consumed too often bores the user, who may then leave.
+
+    ## Action Space
+    ``Discrete(n_candidates)`` (an index into the candidates), or for slates
+    ``MultiDiscrete([n_candidates] * slate_size)``; a repeated index is shown once, at its first position.
+
+    ## Observation Space
+    A flat ``Box`` in float32 with finite bounds; :class:`~recsim_env.observation.ObservationLayout`
+    names the parts:
+
+    | part       | size                                  | content                                        |
+    |------------|---------------------------------------|------------------------------------------------|
+    | history    | history_length x (n_topics + 5)        | past items (features) and responses, oldest first |
+    | candidates | n_candidates x (n_topics + 3)          | topic mixture, appeal, quality score, length    |
+    | context    | 2                                     | session step / 100, day / horizon               |
+    | user_state | 2 n_topics + 1 (``observe_user_state``) | true interest, satiation, budget               |
+
+    ## Rewards
+    Engagement (time spent) by default; ``reward="click"`` or a callable on the response dict.
+
+    ## Episode End
+    Terminated when the user leaves: budget exhausted, or the boredom hazard fires; with
+    ``multi_session`` the user may come back for further sessions until the horizon. Truncation
+    comes from ``max_episode_steps`` at registration.
+
+    ## Arguments
+    ``preset`` (a name in ``recsim_env.PRESETS``), ``config`` (an ``EnvConfig``), ``render_mode``
+    (``"ansi"`` or ``"rgb_array"``), and any config field as a keyword override.
+
+    ## Version History
+    * v0: initial version.
+
+    >>> import gymnasium as gym, recsim_env
+    >>> env = gym.make("recsim_env/InterestDrift-v0", n_items=500)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape == env.observation_space.shape
+    True
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, preset: str = "default", config: EnvConfig | None = None,
+                 render_mode: str | None = None, **overrides: Any):
+        self.config = _resolve(preset, config, overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}: allowed {self.metadata['render_modes']}")
+        self.render_mode = render_mode
+        self.simulator = Simulator(self.config, n_users=1)
+        self.layout = ObservationLayout.from_config(self.config)
+        self._encoder = ObservationEncoder(self.layout, 1, self.config)
+        self.observation_space = self.layout.space()
+        self.action_space = _action_space(self.config)
+        self._last: StepOutcome | None = None
+        self._terminated = True
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.simulator.reset(self.np_random)
+        self._encoder.clear()
+        self._last = None
+        self._terminated = False
+        obs = self._encoder.encode(self.simulator.catalog, self.simulator.candidates, self.simulator.state)
+        return obs[0], _info(self.simulator, None, 0)
+
+    def step(self, action: Any):
+        if self._terminated:
+            raise RuntimeError("the user has left: call reset() before step()")
+        positions = _to_positions(action, self.action_space, 1, self.config)
+        sim = self.simulator
+        out = sim.step(positions, self.np_random)
+        self._encoder.record(sim.catalog, np.where(out.click, out.item, out.slate[:, 0]), out.click, out.engagement)
+        obs = self._encoder.encode(sim.catalog, sim.candidates, sim.state)
+        self._last = out
+        self._terminated = bool(out.terminated[0])
+        return obs[0], float(out.reward[0]), self._terminated, False, _info(sim, out, 0)
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
+            return None
+        view = render.UserView.capture(self.simulator, self._last, 0)
+        return view.ansi() if self.render_mode == "ansi" else view.rgb_array()
+
+
+class RecommendationVectorEnv(VectorEnv):
+    """``num_envs`` users stepped together by one batched simulator (no per-user Python loop).
+
+    Autoreset is NEXT_STEP: the step after a user's episode ends resets that user (its action is
+    ignored, reward 0, not done), so training code must not store that transition.
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, preset: str = "default", config: EnvConfig | None = None,
+                 max_episode_steps: int | None = None, render_mode: str | None = None, **overrides: Any):
+        if int(num_envs) != num_envs or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r} is out of range: allowed integers >= 1")
+        if render_mode is not None:
+            raise ValueError("the vector env does not render; render one user with RecommendationEnv")
+        self.config = _resolve(preset, config, overrides)
+        self.num_envs = int(num_envs)
+        self.max_episode_steps = max_episode_steps
+        self.render_mode = None
+        self.simulator = Simulator(self.config, n_users=self.num_envs)
+        self.layout = ObservationLayout.from_config(self.config)
+        self._encoder = ObservationEncoder(self.layout, self.num_envs, self.config)
+        self.single_observation_space = self.layout.space()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.single_action_space = _action_space(self.config)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._steps = np.zeros(self.num_envs, np.int64)
+        self._prev_done = np.zeros(self.num_envs, bool)
+        self._started = False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.simulator.reset(self.np_random)
+        self._encoder.clear()
+        self._steps[:] = 0
+        self._prev_done[:] = False
+        self._started = True
+        sim = self.simulator
+        return self._encoder.encode(sim.catalog, sim.candidates, sim.state), _info(sim, None, slice(None))
+
+    def step(self, actions: Any):
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        positions = _to_positions(actions, self.action_space, self.num_envs, self.config)
+        sim = self.simulator
+        out = sim.step(positions, self.np_random)
+        self._encoder.record(sim.catalog, np.where(out.click, out.item, out.slate[:, 0]), out.click, out.engagement)
+        self._steps += 1
+        terminated = out.terminated.copy()
+        truncated = (self._steps >= self.max_episode_steps) if self.max_episode_steps else np.zeros_like(terminated)
+        reward = out.reward
+        done = self._prev_done
+        if done.any():
+            # NEXT_STEP autoreset: these users' actions were ignored; they start a new episode now.
+            sim.reset(self.np_random, done)
+            self._encoder.clear(done)
+            self._steps[done] = 0
+            reward[done] = 0.0
+            terminated[done] = False
+            truncated[done] = False
+            out.click[done] = False
+            out.engagement[done] = 0.0
+            out.position[done] = -1
+            out.item[done] = -1
+            out.session_ended[done] = False
+        self._prev_done = terminated | truncated
+        obs = self._encoder.encode(sim.catalog, sim.candidates, sim.state)
+        info = _info(sim, out, slice(None))
+        info["autoreset"] = done
+        return obs, reward, terminated, truncated, info
