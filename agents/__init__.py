@@ -1,0 +1,42 @@
+"""Every recommender, behind one interface and a registry in the Gymnasium manner.
+
+>>> import agents, gymnasium as gym, recsim_env
+>>> env = gym.make_vec("recsim_env/InterestDrift-v0", num_envs=4, vectorization_mode="vector_entry_point")
+>>> policy = agents.make("myopic", env)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+
+from agents.base import Recommender
+from agents.evaluation import EpisodeStats, evaluate
+from agents.reference import HeuristicPolicy, MyopicPolicy, RandomPolicy
+
+__all__ = ["EpisodeStats", "Recommender", "evaluate", "make", "names", "register"]
+
+_REGISTRY: dict[str, Callable[..., Recommender]] = {}
+
+
+def register(name: str, factory: Callable[..., Recommender]) -> None:
+    """Make ``factory(env, **config)`` available as ``make(name, env, **config)``."""
+    _REGISTRY[name] = factory
+
+
+def names() -> list[str]:
+    """Registered recommender names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def make(name: str, env: gym.Env | gym.vector.VectorEnv, **config: Any) -> Recommender:
+    """Build a registered recommender for ``env``."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown recommender {name!r}; registered: {', '.join(names())}")
+    return _REGISTRY[name](env, **config)
+
+
+for _cls in (RandomPolicy, MyopicPolicy, HeuristicPolicy):
+    register(_cls.name, _cls)

@@ -40,3 +40,32 @@ def evaluate(agent: Recommender, env: gym.vector.VectorEnv, seed: int, max_steps
         if not live.any():
             return EpisodeStats(returns, lengths, clicks, sessions)
     raise RuntimeError(f"{n - live.sum()} of {n} users finished within max_steps={max_steps}; raise max_steps")
+
+
+@dataclass(frozen=True)
+class UserTrace:
+    """One user's hidden state and responses over one episode (steps first)."""
+
+    interest: np.ndarray
+    satiation: np.ndarray
+    budget: np.ndarray
+    click: np.ndarray
+    reward: np.ndarray
+    session: np.ndarray
+
+
+def trace_user(agent: Recommender, env: gym.vector.VectorEnv, seed: int, max_steps: int = 100_000) -> UserTrace:
+    """Follow the first user of ``env`` through one episode, recording the true state before each step."""
+    obs, info = env.reset(seed=seed)
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in ("interest", "satiation", "budget", "click", "reward",
+                                                         "session")}
+    for _ in range(max_steps):
+        state = info["user_state"]
+        for key in ("interest", "satiation", "budget", "session"):
+            rows[key].append(np.asarray(state[key])[0])
+        obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+        rows["click"].append(np.asarray(info["click"])[0])
+        rows["reward"].append(np.asarray(reward)[0])
+        if terminated[0] or truncated[0]:
+            return UserTrace(**{k: np.array(v) for k, v in rows.items()})
+    raise RuntimeError(f"the user did not finish within max_steps={max_steps}")

@@ -31,20 +31,32 @@ def _describe_range(meta: Mapping[str, Any]) -> str:
     return f"{lo}, {hi}"
 
 
+_COMPONENT_TYPES: dict[str, type] = {}  # filled below, once the component classes exist
+
+
 class _Validated:
     """Mixin: checks every bounded field in ``__post_init__`` and names the offender."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            name = f"{type(self).__name__}.{f.name}"
+            if isinstance(f.default, bool) and not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {value!r}")
+            if f.name in _COMPONENT_TYPES and not isinstance(value, _COMPONENT_TYPES[f.name]):
+                raise TypeError(f"{name} must be a {_COMPONENT_TYPES[f.name].__name__}, got {value!r}")
             meta = f.metadata
             if not meta or not any(meta.get(k) is not None for k in ("ge", "gt", "le", "lt")):
                 continue
-            value = getattr(self, f.name)
-            name = f"{type(self).__name__}.{f.name}"
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise TypeError(f"{name} must be a number, got {value!r}")
-            if isinstance(f.default, int) and not isinstance(f.default, bool) and int(value) != value:
-                raise TypeError(f"{name} must be an integer, got {value!r}")
+            if isinstance(f.default, int) and math.isfinite(value):
+                if int(value) != value:
+                    raise TypeError(f"{name} must be an integer, got {value!r}")
+                object.__setattr__(self, f.name, int(value))
+            elif not isinstance(f.default, int):
+                object.__setattr__(self, f.name, float(value))
+            value = getattr(self, f.name)
             ok = math.isfinite(value)
             ok = ok and (meta["ge"] is None or value >= meta["ge"]) and (meta["gt"] is None or value > meta["gt"])
             ok = ok and (meta["le"] is None or value <= meta["le"]) and (meta["lt"] is None or value < meta["lt"])
@@ -170,8 +182,9 @@ class EnvConfig(_Validated):
         return dataclasses.replace(self, **own)
 
 
-_COMPONENTS = {"catalog": CatalogConfig, "user": UserConfig, "choice": ChoiceConfig,
+_COMPONENTS: dict[str, type] = {"catalog": CatalogConfig, "user": UserConfig, "choice": ChoiceConfig,
                "response": ResponseConfig, "session": SessionConfig}
+_COMPONENT_TYPES.update(_COMPONENTS)
 _FIELD_OWNER = {f.name: comp for comp, cls in _COMPONENTS.items() for f in dataclasses.fields(cls)}
 _OWN_FIELDS = {f.name for f in dataclasses.fields(EnvConfig)} - set(_COMPONENTS)
 assert len(_FIELD_OWNER) == sum(len(dataclasses.fields(c)) for c in _COMPONENTS.values()), "field names must be unique"
