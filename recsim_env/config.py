@@ -128,8 +128,8 @@ class SessionConfig(_Validated):
     """Cross-session return: a user who ends a session may come back later, sooner if satisfied."""
 
     multi_session: bool = False
-    horizon_days: float = bounded(30.0, gt=0.0, le=10_000.0, doc="the episode covers this many days")
-    return_delay: float = bounded(3.0, gt=0.0, le=1000.0, doc="days until return of a neutral user")
+    horizon_days: float = bounded(7.0, gt=0.0, le=10_000.0, doc="the episode covers this many days")
+    return_delay: float = bounded(2.0, gt=0.0, le=1000.0, doc="days until return of a neutral user")
     delay_sensitivity: float = bounded(2.0, ge=0.0, le=20.0, doc="how much satisfaction shortens the delay")
     return_logit: float = bounded(1.0, ge=-20.0, le=20.0, doc="logit of coming back at all, neutral user")
     return_sensitivity: float = bounded(3.0, ge=0.0, le=50.0, doc="effect of satisfaction on coming back")
