@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import agents
 import recsim_env  # noqa: F401  (registers the env ids)
 from agents.evaluation import EpisodeStats, UserTrace, evaluate, trace_user
-from benchmarks.io import atomic_write_text
+from recsim_env.io import atomic_write_text, progress_enabled
 from benchmarks.plots import plot_user_drift
 from benchmarks.stats import Interval, bootstrap_interval
 
@@ -118,7 +118,7 @@ def parse_args(argv: list[str] | None) -> DemoConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    progress = sys.stderr.isatty()
+    progress = progress_enabled(None)
     results = compare_policies(cfg.env_id, cfg.users, cfg.seed)
     table = main_table(results)
     print(f"{cfg.env_id}, {cfg.users} held-out users (seed {cfg.seed}):\n\n{table}\n")

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from agents.evaluation import UserTrace  # noqa: E402
-from benchmarks.io import atomic_write  # noqa: E402
+from recsim_env.io import atomic_write  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:

@@ -34,8 +34,8 @@ def _describe_range(meta: Mapping[str, Any]) -> str:
 _COMPONENT_TYPES: dict[str, type] = {}  # filled below, once the component classes exist
 
 
-class _Validated:
-    """Mixin: checks every bounded field in ``__post_init__`` and names the offender."""
+class Validated:
+    """Mixin for frozen config dataclasses: checks every field in ``__post_init__`` and names the offender."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -65,7 +65,7 @@ class _Validated:
 
 
 @dataclass(frozen=True)
-class CatalogConfig(_Validated):
+class CatalogConfig(Validated):
     """The item catalogue: how many items, how many topics, how much clickbait."""
 
     n_items: int = bounded(1000, ge=100, le=100_000, doc="number of items in the catalogue")
@@ -78,7 +78,7 @@ class CatalogConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class UserConfig(_Validated):
+class UserConfig(Validated):
     """The user population and the dynamics of its hidden state."""
 
     initial_budget: float = bounded(40.0, gt=0.0, le=10_000.0, doc="time budget at the start of a session")
@@ -96,7 +96,7 @@ class UserConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class ChoiceConfig(_Validated):
+class ChoiceConfig(Validated):
     """How a user picks among the shown items (or nothing)."""
 
     choice_model: Literal["logit", "cascade"] = "logit"
@@ -113,7 +113,7 @@ class ChoiceConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class ResponseConfig(_Validated):
+class ResponseConfig(Validated):
     """How long a user engages with a clicked item, and how satisfied they are."""
 
     watch_quality_weight: float = bounded(2.5, ge=0.0, le=50.0, doc="effect of quality on watch fraction")
@@ -124,7 +124,7 @@ class ResponseConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class SessionConfig(_Validated):
+class SessionConfig(Validated):
     """Cross-session return: a user who ends a session may come back later, sooner if satisfied."""
 
     multi_session: bool = False
@@ -136,7 +136,7 @@ class SessionConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class EnvConfig(_Validated):
+class EnvConfig(Validated):
     """The whole environment: components plus what the recommender sees and is rewarded for."""
 
     catalog: CatalogConfig = field(default_factory=CatalogConfig)

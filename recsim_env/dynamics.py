@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
+from recsim_env._cache import f32, per_config
 from recsim_env.config import SessionConfig, UserConfig
 from recsim_env.users import UserState
 
 
-def clip_(values: np.ndarray, low: float, high: float) -> None:
+@per_config
+def _constants(config: UserConfig) -> SimpleNamespace:
+    return SimpleNamespace(
+        drift=f32(config.exogenous_drift), decay=f32(config.satiation_decay), gain=f32(config.satiation_gain),
+        refill=f32(config.refill_rate), step_cost=f32(config.step_cost), max_budget=f32(config.max_budget),
+        hazard_base=f32(config.hazard_base), hazard_boredom=f32(config.hazard_boredom),
+        zero=f32(0.0), one=f32(1.0), minus_one=f32(-1.0), one_step=np.array(1, np.int64),
+    )
+
+
+def clip_(values: np.ndarray, low: float | np.ndarray, high: float | np.ndarray) -> None:
     """Clip in place (``np.clip`` costs several times more on the small arrays of one user)."""
     np.minimum(np.maximum(values, low, out=values), high, out=values)
 
 
 def leave_probability(state: UserState, config: UserConfig) -> np.ndarray:
     """Per-step hazard of leaving: a small base rate that rises with boredom (top satiation)."""
-    return config.hazard_base + config.hazard_boredom * np.maximum.reduce(state.satiation, axis=1)
+    return _hazard(state.topics[:, 1], _constants(config))
+
+
+def _hazard(satiation: np.ndarray, c: SimpleNamespace) -> np.ndarray:
+    """``leave_probability`` from the satiation view and the cached constants (no second lookup)."""
+    return np.maximum.reduce(satiation, axis=1) * c.hazard_boredom + c.hazard_base
 
 
 def advance(state: UserState, config: UserConfig, clicked: np.ndarray, consumed: np.ndarray,
@@ -33,22 +51,38 @@ def advance(state: UserState, config: UserConfig, clicked: np.ndarray, consumed:
         interest_noise: ``(B, T)`` standard normals for the exogenous drift.
         leave_uniform: ``(B,)`` uniforms for the boredom hazard.
     """
+    c = _constants(config)
+    interest, satiation = state.topics[:, 0], state.topics[:, 1]
+    consumed_any = np.count_nonzero(clicked) > 0  # else skip the terms that are zero without a click
     # Interest moves toward what satisfied and away from what disappointed, plus a slow random walk.
-    step = (state.drift_rate * satisfaction)[:, None] * consumed
     if config.exogenous_drift > 0:
-        step += config.exogenous_drift * interest_noise
-    state.interest += step
-    clip_(state.interest, -1.0, 1.0)
+        interest += interest_noise * c.drift
+    if consumed_any:
+        interest += consumed * (state.drift_rate * satisfaction)[:, None]
+    clip_(interest, c.minus_one, c.one)
     # Satiation decays everywhere and rises on the consumed topics.
-    state.satiation *= config.satiation_decay
-    state.satiation += config.satiation_gain * (1.0 - state.satiation) * consumed
+    satiation *= c.decay
+    if consumed_any:
+        satiation += (c.one - satiation) * consumed * c.gain
     # Budget: browsing and watching spend it; quality refills it, low quality drains it further.
-    state.budget += config.refill_rate * quality - engagement - config.step_cost
-    clip_(state.budget, 0.0, config.max_budget)
-    state.session_step += 1
-    state.session_clicks += clicked
-    state.session_satisfaction += satisfaction
-    return (state.budget <= 0.0) | (leave_uniform < leave_probability(state, config))
+    budget = state.budget - c.step_cost
+    if consumed_any:
+        budget = budget + (quality * c.refill - engagement)
+    np.minimum(np.maximum(budget, c.zero), c.max_budget, out=state.budget)
+    _add(state.session_step, c.one_step)
+    if consumed_any:
+        _add(state.session_clicks, clicked)
+        _add(state.session_satisfaction, satisfaction)
+    return (state.budget <= c.zero) | (leave_uniform < _hazard(satiation, c))
+
+
+def _add(target: np.ndarray, increment: np.ndarray) -> None:
+    """``target += increment`` for a per-user ``(B,)`` array.
+
+    Computed out of place, then copied in: for a 1-element array (one user) numpy copies an input
+    that overlaps the output before an in-place ufunc, which makes ``+=`` ~1.5x slower.
+    """
+    target[...] = target + increment
 
 
 def session_satisfaction(state: UserState) -> np.ndarray:
@@ -73,8 +107,8 @@ def start_next_session(state: UserState, user: UserConfig, session: SessionConfi
         rows = np.flatnonzero(returned)
         away = delay[rows]
         # Days away: boredom fades, interests wander further.
-        state.satiation[rows] *= np.exp(-away)[:, None]
-        state.interest[rows] += user.exogenous_drift * np.sqrt(away * 10.0)[:, None] * interest_noise[rows]
+        state.topics[rows, 1] *= np.exp(-away)[:, None]
+        state.topics[rows, 0] += user.exogenous_drift * np.sqrt(away * 10.0)[:, None] * interest_noise[rows]
         clip_(state.interest, -1.0, 1.0)
         state.day[rows] += away
         state.session[rows] += 1

@@ -34,17 +34,20 @@ def _to_positions(action: Any, space: spaces.Space, n_users: int, config: EnvCon
         raise TypeError(f"action {action!r} has dtype {arr.dtype}; {space} needs integers")
     if arr.shape != expected:
         raise ValueError(f"action {action!r} has shape {arr.shape}; {space} needs shape {expected}")
-    if arr.size and (arr.min() < 0 or arr.max() >= config.n_candidates):
+    if arr.size and (np.minimum.reduce(arr, None) < 0 or np.maximum.reduce(arr, None) >= config.n_candidates):
         raise ValueError(f"action {action!r} is outside {space}: every entry must be in "
                          f"[0, {config.n_candidates})")
     return arr.reshape(n_users, config.slate_size).astype(np.int64, copy=False)
 
 
 def _info(sim: Simulator, out: StepOutcome | None, index: int | slice) -> dict[str, Any]:
-    info: dict[str, Any] = {"candidates": sim.candidates[index].copy(), "user_state": sim.state.snapshot(index)}
+    """Copies of the candidates and the user state, and this step's response (arrays made fresh by the step)."""
+    info: dict[str, Any] = {"candidates": sim.candidates[index].copy(order="K"),
+                            "user_state": sim.state.snapshot(index)}
     if out is not None:
-        info.update(click=out.click[index], engagement=out.engagement[index], position=out.position[index],
-                    item=out.item[index], slate=out.slate[index], session_ended=out.session_ended[index])
+        info["click"], info["engagement"] = out.click[index], out.engagement[index]
+        info["position"], info["item"] = out.position[index], out.item[index]
+        info["slate"], info["session_ended"] = out.slate[index], out.session_ended[index]
     return info
 
 
@@ -107,7 +110,7 @@ class RecommendationEnv(gym.Env[np.ndarray, Any]):
         self.render_mode = render_mode
         self.simulator = Simulator(self.config, n_users=1)
         self.layout = ObservationLayout.from_config(self.config)
-        self._encoder = ObservationEncoder(self.layout, 1, self.config)
+        self._encoder = ObservationEncoder(self.layout, 1, self.config, self.simulator.catalog)
         self.observation_space = self.layout.space()
         self.action_space = _action_space(self.config)
         self._last: StepOutcome | None = None
@@ -119,7 +122,7 @@ class RecommendationEnv(gym.Env[np.ndarray, Any]):
         self._encoder.clear()
         self._last = None
         self._terminated = False
-        obs = self._encoder.encode(self.simulator.catalog, self.simulator.candidates, self.simulator.state)
+        obs = self._encoder.encode(self.simulator.candidates, self.simulator.state)
         return obs[0], _info(self.simulator, None, 0)
 
     def step(self, action: Any):
@@ -128,11 +131,11 @@ class RecommendationEnv(gym.Env[np.ndarray, Any]):
         positions = _to_positions(action, self.action_space, 1, self.config)
         sim = self.simulator
         out = sim.step(positions, self.np_random)
-        self._encoder.record(sim.catalog, np.where(out.click, out.item, out.slate[:, 0]), out.click, out.engagement)
-        obs = self._encoder.encode(sim.catalog, sim.candidates, sim.state)
+        self._encoder.record(sim.shown, out.click, out.engagement)
+        obs = self._encoder.encode(sim.candidates, sim.state)
         self._last = out
-        self._terminated = bool(out.terminated[0])
-        return obs[0], float(out.reward[0]), self._terminated, False, _info(sim, out, 0)
+        self._terminated = terminated = bool(out.terminated[0])
+        return obs[0], float(out.reward[0]), terminated, False, _info(sim, out, 0)
 
     def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:
@@ -163,7 +166,7 @@ class RecommendationVectorEnv(VectorEnv):
         self.render_mode = None
         self.simulator = Simulator(self.config, n_users=self.num_envs)
         self.layout = ObservationLayout.from_config(self.config)
-        self._encoder = ObservationEncoder(self.layout, self.num_envs, self.config)
+        self._encoder = ObservationEncoder(self.layout, self.num_envs, self.config, self.simulator.catalog)
         self.single_observation_space = self.layout.space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.single_action_space = _action_space(self.config)
@@ -180,7 +183,7 @@ class RecommendationVectorEnv(VectorEnv):
         self._prev_done[:] = False
         self._started = True
         sim = self.simulator
-        return self._encoder.encode(sim.catalog, sim.candidates, sim.state), _info(sim, None, slice(None))
+        return self._encoder.encode(sim.candidates, sim.state), _info(sim, None, slice(None))
 
     def step(self, actions: Any):
         if not self._started:
@@ -188,13 +191,13 @@ class RecommendationVectorEnv(VectorEnv):
         positions = _to_positions(actions, self.action_space, self.num_envs, self.config)
         sim = self.simulator
         out = sim.step(positions, self.np_random)
-        self._encoder.record(sim.catalog, np.where(out.click, out.item, out.slate[:, 0]), out.click, out.engagement)
+        self._encoder.record(sim.shown, out.click, out.engagement)
         self._steps += 1
         terminated = out.terminated.copy()
         truncated = (self._steps >= self.max_episode_steps) if self.max_episode_steps else np.zeros_like(terminated)
         reward = out.reward
         done = self._prev_done
-        if done.any():
+        if np.count_nonzero(done):
             # NEXT_STEP autoreset: these users' actions were ignored; they start a new episode now.
             sim.reset(self.np_random, done)
             self._encoder.clear(done)
@@ -208,7 +211,7 @@ class RecommendationVectorEnv(VectorEnv):
             out.item[done] = -1
             out.session_ended[done] = False
         self._prev_done = terminated | truncated
-        obs = self._encoder.encode(sim.catalog, sim.candidates, sim.state)
+        obs = self._encoder.encode(sim.candidates, sim.state)
         info = _info(sim, out, slice(None))
         info["autoreset"] = done
         return obs, reward, terminated, truncated, info

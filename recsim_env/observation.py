@@ -3,7 +3,7 @@
 Layout (``ObservationLayout`` gives the slices):
     history     ``history_length`` rows, oldest first, of item features + [click, engagement / max_length]
     candidates  ``n_candidates`` rows of item features
-    context     [session step / 100 (capped at 1), day / horizon]
+    context     [session step / 100 (capped at 1), day / horizon (capped at 1)]
     user_state  only with ``observe_user_state``: interest (T), satiation (T), budget / max_budget
 Item features are the catalogue's ``observable`` columns: topic mixture (T), appeal, quality score,
 length / max_length. Empty history rows are all zeros.
@@ -96,48 +96,64 @@ class ObservationLayout:
 class ObservationEncoder:
     """Keeps each user's recent history and writes observations without per-user Python loops.
 
-    The history is a ring buffer stored twice over (``2H`` rows), so the last ``H`` steps are
-    always one contiguous slice, oldest first; all users share the write position.
+    The history is a ring buffer of ``H`` rows per user with a shared write position; an observation
+    copies it out oldest first, in two slices.
     """
 
-    def __init__(self, layout: ObservationLayout, n_users: int, config: EnvConfig):
+    def __init__(self, layout: ObservationLayout, n_users: int, config: EnvConfig, catalog: Catalog):
         self.layout = layout
         self.config = config
-        self._buffer = np.zeros((n_users, 2 * layout.history_length, layout.history_dim), np.float32)
+        self._observable = catalog.observable
+        self._buffer = np.zeros((n_users, layout.history_length, layout.history_dim), np.float32)
         self._pos = layout.history_length - 1
+        # Scales as arrays: cheaper operands than Python floats, and computed once.
+        self._one = np.array(1.0, np.float32)
+        self._inverse_length = np.array(1.0 / catalog.max_length, np.float32)
+        self._context_scale = np.array([[SESSION_STEP_SCALE], [config.session.horizon_days]], np.float32)
+        self._max_budget = np.array(config.user.max_budget, np.float32)
 
     def clear(self, mask: np.ndarray | None = None) -> None:
         """Forget the history of all users, or those in ``mask``."""
         if mask is None:
-            self._buffer[:] = 0.0
+            self._buffer.fill(0.0)
         else:
             self._buffer[mask] = 0.0
 
-    def record(self, catalog: Catalog, item: np.ndarray, click: np.ndarray, engagement: np.ndarray) -> None:
-        """Append one step per user: the item (clicked, or shown first) and the response."""
-        h = self.layout.history_length
-        self._pos = (self._pos + 1) % h
-        row = np.empty((item.shape[0], self.layout.history_dim), np.float32)
-        row[:, :-2] = catalog.observable[item]
-        row[:, -2] = click
-        np.minimum(engagement / catalog.max_length, 1.0, out=row[:, -1])
-        self._buffer[:, self._pos] = row
-        self._buffer[:, self._pos + h] = row
+    def _features(self, items: np.ndarray, out: np.ndarray) -> None:
+        """Write the observable features of ``items`` into ``out`` (shape ``items.shape + (item_dim,)``)."""
+        if out.flags.c_contiguous:  # one user: ``take`` writes straight into place
+            self._observable.take(items, 0, out, "clip")  # ids come from the simulator, always valid
+        else:  # ``take`` would stage through a buffer here, which is slower than gathering then copying
+            out[...] = self._observable.take(items, axis=0)
 
-    def encode(self, catalog: Catalog, candidates: np.ndarray, state: UserState) -> np.ndarray:
+    def record(self, item: np.ndarray, click: np.ndarray, engagement: np.ndarray) -> None:
+        """Append one step per user: the item (clicked, or shown first) and the response."""
+        self._pos = pos = (self._pos + 1) % self.layout.history_length
+        row = self._buffer[:, pos]
+        self._features(item, row[:, :-2])
+        row[:, -2] = click
+        np.minimum(engagement * self._inverse_length, self._one, out=row[:, -1])
+
+    def encode(self, candidates: np.ndarray, state: UserState) -> np.ndarray:
         """A fresh ``(B, D)`` float32 array of observations."""
         lay, b = self.layout, candidates.shape[0]
         obs = np.empty((b, lay.size), np.float32)
-        start = self._pos + 1
-        obs[:, lay.history] = self._buffer[:, start:start + lay.history_length].reshape(b, -1)
-        obs[:, lay.candidates] = catalog.observable[candidates].reshape(b, -1)
-        ctx = lay.context.start
-        np.minimum(state.session_step / SESSION_STEP_SCALE, 1.0, out=obs[:, ctx], casting="unsafe")
-        np.minimum(state.day / self.config.session.horizon_days, 1.0, out=obs[:, ctx + 1])
+        # Oldest first: the rows after the write position, then those up to it.
+        history, start = obs[:, lay.history].reshape(b, lay.history_length, lay.history_dim), self._pos + 1
+        older = lay.history_length - start
+        if older:
+            history[:, :older] = self._buffer[:, start:]
+        history[:, older:] = self._buffer[:, :start]
+        self._features(candidates, obs[:, lay.candidates].reshape(b, lay.n_candidates, lay.item_dim))
+        context = np.empty((2, b), np.float32)  # built users-innermost, then written as two columns
+        context[0] = state.session_step
+        context[1] = state.day
+        context /= self._context_scale
+        np.minimum(context, self._one, out=context)
+        obs[:, lay.context] = context.T
         if lay.observe_user_state:
             t = lay.n_topics
             us = lay.user_state.start
-            obs[:, us:us + t] = state.interest
-            obs[:, us + t:us + 2 * t] = state.satiation
-            obs[:, us + 2 * t] = state.budget / self.config.user.max_budget
+            obs[:, us:us + 2 * t] = state.topics.reshape(b, 2 * t)  # interest, then satiation
+            np.divide(state.budget, self._max_budget, out=obs[:, us + 2 * t])
         return obs

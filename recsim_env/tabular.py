@@ -21,23 +21,25 @@ from gymnasium import spaces
 
 from recsim_env import choice, dynamics, response
 from recsim_env.catalog import Catalog
-from recsim_env.config import ChoiceConfig, ResponseConfig, UserConfig, _Validated, bounded
+from recsim_env.config import ChoiceConfig, ResponseConfig, UserConfig, Validated, bounded
 from recsim_env.users import UserState
 
 
 @dataclass(frozen=True)
-class TabularConfig(_Validated):
+class TabularConfig(Validated):
     """Size of the finite MDP and the two item archetypes per topic."""
 
-    n_topics: int = bounded(3, ge=1, le=6, doc="topics (each has an honest and a clickbait item)")
+    n_topics: int = bounded(2, ge=1, le=6, doc="topics (each has an honest and a clickbait item)")
     satiation_levels: int = bounded(3, ge=2, le=6, doc="grid points of each topic's satiation in [0, 1]")
     budget_levels: int = bounded(4, ge=1, le=20, doc="grid points of the budget in (0, max_budget]")
     honest_quality: float = bounded(0.7, ge=-1.0, le=1.0, doc="quality of the honest items")
-    honest_appeal: float = bounded(0.45, ge=0.0, le=1.0, doc="appeal of the honest items")
-    clickbait_quality: float = bounded(-0.5, ge=-1.0, le=1.0, doc="quality of the clickbait items")
-    clickbait_appeal: float = bounded(0.9, ge=0.0, le=1.0, doc="appeal of the clickbait items")
+    honest_appeal: float = bounded(0.1, ge=0.0, le=1.0, doc="appeal of the honest items")
+    clickbait_quality: float = bounded(-0.2, ge=-1.0, le=1.0, doc="quality of the clickbait items")
+    clickbait_appeal: float = bounded(1.0, ge=0.0, le=1.0, doc="appeal of the clickbait items")
     item_length: float = bounded(4.0, gt=0.0, le=100.0, doc="length of every item")
-    top_interest: float = bounded(0.9, ge=-1.0, le=1.0, doc="interest in topic 0; later topics less")
+    exploring_starts: bool = False
+    top_interest: float = bounded(0.9, ge=-1.0, le=1.0, doc="interest in topic 0")
+    interest_spread: float = bounded(1.2, ge=0.0, le=2.0, doc="interest drop from topic 0 to the last topic")
     user: UserConfig = field(default_factory=lambda: UserConfig(hazard_base=0.02, max_budget=40.0,
                                                                  initial_budget=30.0, exogenous_drift=0.0))
     choice: ChoiceConfig = field(default_factory=ChoiceConfig)
@@ -144,7 +146,8 @@ def build_mdp(config: TabularConfig) -> TabularMDP:
     action = np.tile(np.arange(n_actions), n_live)
     topic, bait = action // 2, action % 2 == 1
     features = np.eye(t, dtype=np.float32)[topic][:, None, :]
-    interest = np.broadcast_to(np.linspace(config.top_interest, config.top_interest - 0.6, t, dtype=np.float32),
+    interest = np.broadcast_to(np.linspace(config.top_interest, config.top_interest - config.interest_spread, t,
+                                           dtype=np.float32),
                                (action.size, t)).copy()
     quality = np.where(bait, config.clickbait_quality, config.honest_quality).astype(np.float32)
     appeal = np.where(bait, config.clickbait_appeal, config.honest_appeal).astype(np.float32)[:, None]
@@ -236,7 +239,8 @@ class TabularDriftEnv(gym.Env[int, int]):
     When the user leaves: the budget runs out or the boredom hazard fires.
 
     ## Arguments
-    ``config`` (a ``TabularConfig``) or any of its fields as keywords.
+    ``config`` (a ``TabularConfig``) or any of its fields as keywords; ``exploring_starts=True``
+    starts each episode in a uniformly drawn live state instead of the fixed initial one.
 
     ## Version History
     * v0: initial version.
@@ -261,7 +265,9 @@ class TabularDriftEnv(gym.Env[int, int]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self.state = self.mdp.initial_state
+        # Exploring starts: begin anywhere, so that every state is visited often (for convergence checks).
+        self.state = int(self.np_random.integers(self.mdp.terminal)) if self.config.exploring_starts \
+            else self.mdp.initial_state
         self._last = None
         return self.state, {"state": self.mdp.describe(self.state)}
 

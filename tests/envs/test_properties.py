@@ -67,8 +67,7 @@ def test_outcome_probabilities_are_a_distribution(scores, model, decay, none, it
     cfg = ChoiceConfig(choice_model=model, position_decay=decay, no_click_score=none)
     arr = np.array([scores], np.float32)
     dup = choice.duplicate_mask(np.array([items[: len(scores)]]))
-    with np.errstate(over="ignore"):
-        probs = choice.outcome_probabilities(arr, cfg, dup)
+    probs = choice.outcome_probabilities(arr, cfg, dup)
     assert probs.shape == (1, len(scores) + 1)
     assert np.all(np.isfinite(probs)) and np.all(probs >= 0)
     assert abs(probs.sum() - 1.0) < 1e-5

@@ -63,9 +63,9 @@ def test_long_horizon_beats_greedy_and_honest_beats_clickbait():
 def test_bad_action_and_config():
     env = gym.make("recsim_env/TabularDrift-v0")
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"outside Discrete\(6\)"):
-        env.step(6)
-    with pytest.raises(TypeError, match=r"invalid for Discrete\(6\)"):
+    with pytest.raises(ValueError, match=r"outside Discrete\(4\)"):
+        env.step(4)
+    with pytest.raises(TypeError, match=r"invalid for Discrete\(4\)"):
         env.step(1.5)
     with pytest.raises(ValueError, match="TabularConfig.n_topics=9 is out of range"):
         gym.make("recsim_env/TabularDrift-v0", n_topics=9)

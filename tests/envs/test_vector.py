@@ -86,7 +86,7 @@ def test_vector_and_single_env_returns_have_the_same_distribution():
 def test_ks_test_does_detect_a_different_env():
     """The equivalence test above has power: a changed dynamics parameter is detected."""
     single = episode_returns_single(400, seed=1)
-    env = make_vec(num_envs=400, refill_rate=2.0)
+    env = make_vec(num_envs=400, initial_budget=25.0)
     env.reset(seed=2)
     rng = np.random.default_rng(2)
     totals, live = np.zeros(400), np.ones(400, bool)
