@@ -14,6 +14,7 @@ import gymnasium as gym
 
 from agents.base import Recommender
 from agents.evaluation import EpisodeStats, evaluate
+from agents.qlearning import TabularQLearning
 from agents.reference import HeuristicPolicy, MyopicPolicy, RandomPolicy
 
 __all__ = ["EpisodeStats", "Recommender", "evaluate", "make", "names", "register"]
@@ -38,5 +39,26 @@ def make(name: str, env: gym.Env | gym.vector.VectorEnv, **config: Any) -> Recom
     return _REGISTRY[name](env, **config)
 
 
-for _cls in (RandomPolicy, MyopicPolicy, HeuristicPolicy):
+for _cls in (RandomPolicy, MyopicPolicy, HeuristicPolicy, TabularQLearning):
     register(_cls.name, _cls)
+
+
+def _lazy(module: str, cls: str) -> Callable[..., Recommender]:
+    """A factory that imports ``module`` (and so torch or SB3) only when the agent is made."""
+    def factory(env: gym.Env | gym.vector.VectorEnv, **config: Any) -> Recommender:
+        import importlib
+
+        return getattr(importlib.import_module(module), cls)(env, **config)
+
+    return factory
+
+
+register("dqn", _lazy("agents.dqn", "DQNAgent"))
+register("dqn_myopic", _lazy("agents.dqn", "MyopicDQNAgent"))
+register("slateq", _lazy("agents.slateq", "SlateQAgent"))
+register("sb3_dqn", _lazy("agents.sb3", "SB3DQN"))
+
+from agents.sequential import FACTORIES as _SEQUENTIAL  # noqa: E402  (torch is imported only when one is made)
+
+for _name, _factory in _SEQUENTIAL.items():
+    register(_name, _factory)

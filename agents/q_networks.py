@@ -1,0 +1,113 @@
+"""Networks that score (user state, candidate item) pairs, one output row per candidate.
+
+A recommender's action is "which of these candidates", and the candidates are drawn anew each
+step from a catalogue of any size, so a network with one fixed output per action index would have
+to learn that index 3 means a different item every step. Instead a user encoder summarises what the
+observation says about the user (the history of shown items and responses, the context, and the
+true state when the env exposes it), and a small pair network reads that summary next to each
+candidate's feature row. The same weights score every candidate; the number of candidates and of
+items in the catalogue do not enter the network.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from recsim_env.observation import ObservationLayout
+
+def observation_layout(env: gym.Env | gym.vector.VectorEnv, layout: ObservationLayout | None = None,
+                       ) -> ObservationLayout:
+    """The env's flat-observation layout, checked against its observation space.
+
+    Raises:
+        TypeError: the env has no layout to decode its observation, or its observation is not a flat ``Box``.
+        ValueError: the layout and the observation size disagree.
+    """
+    space = getattr(env, "single_observation_space", env.observation_space)
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        raise TypeError(f"the Q-network needs a flat 1-D Box observation, got {space}")
+    if layout is None:
+        layout = getattr(env.unwrapped, "layout", None)
+        if layout is None and hasattr(env, "envs"):  # Gymnasium's sync vector env over single envs
+            layout = getattr(env.envs[0].unwrapped, "layout", None)
+    if not isinstance(layout, ObservationLayout):
+        raise TypeError(f"{type(env.unwrapped).__name__} has no recsim_env ObservationLayout (env.unwrapped.layout); "
+                        "pass layout= to say which part of the observation is history and which is candidates")
+    if layout.size != space.shape[0]:
+        raise ValueError(f"the layout describes observations of size {layout.size}, the env's are {space.shape[0]}")
+    return layout
+
+
+class UserEncoder(nn.Module):
+    """Flat observations ``(B, D)`` -> user embeddings ``(B, hidden)``.
+
+    ``"mlp"`` (option A) reads the flattened history rows; ``"gru"`` (option B) runs a GRU over the
+    history rows, oldest first, and reads its last hidden state. Both add the context (session step,
+    day) and, when observed, the true user state.
+    """
+
+    def __init__(self, layout: ObservationLayout, hidden: int, kind: str = "mlp"):
+        super().__init__()
+        self.layout, self.kind = layout, kind
+        extra = (layout.context.stop - layout.context.start) + (layout.user_state.stop - layout.user_state.start)
+        if kind == "mlp":
+            self.net = nn.Sequential(nn.Linear(layout.history.stop + extra, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, hidden), nn.ReLU())
+        elif kind == "gru":
+            self.gru = nn.GRU(layout.history_dim, hidden, batch_first=True)
+            self.net = nn.Sequential(nn.Linear(hidden + extra, hidden), nn.ReLU())
+        else:
+            raise ValueError(f"encoder={kind!r}: allowed 'mlp', 'gru'")
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        lay = self.layout
+        extra = obs[:, lay.context.start:lay.user_state.stop]
+        if self.kind == "mlp":
+            return self.net(torch.cat([obs[:, lay.history], extra], dim=1))
+        rows = obs[:, lay.history].reshape(obs.shape[0], lay.history_length, lay.history_dim)
+        _, last = self.gru(rows)
+        return self.net(torch.cat([last[0], extra], dim=1))
+
+
+class PairNetwork(nn.Module):
+    """Scores every candidate of every user: ``(B, D)`` -> ``(B, N, item_outputs)``, ``(B, state_outputs)``.
+
+    Each candidate's score is an MLP over ``[user embedding, candidate features]``; the first layer
+    of that MLP is split into a user part (computed once per user) and an item part (once per
+    candidate), which is the same function as concatenating but ``N`` times cheaper on the user side.
+    ``state_outputs`` are per-user heads on the embedding alone, for quantities that belong to no
+    candidate (SlateQ's value of no click and its no-click logit).
+
+    Args:
+        layout: Where history, candidates and context sit in the flat observation.
+        hidden: Width of the embedding and of the pair MLP.
+        encoder: ``"mlp"`` or ``"gru"`` user encoder.
+        item_outputs: Outputs per (user, candidate) pair.
+        state_outputs: Outputs per user.
+    """
+
+    def __init__(self, layout: ObservationLayout, hidden: int = 128, encoder: str = "mlp",
+                 item_outputs: int = 1, state_outputs: int = 0):
+        super().__init__()
+        self.layout = layout
+        self.encoder = UserEncoder(layout, hidden, encoder)
+        self.user_in = nn.Linear(hidden, hidden)
+        self.item_in = nn.Linear(layout.item_dim, hidden, bias=False)
+        self.pair = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, item_outputs))
+        self.state_head = nn.Linear(hidden, state_outputs) if state_outputs else None
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        lay = self.layout
+        user = self.encoder(obs)
+        items = obs[:, lay.candidates].reshape(obs.shape[0], lay.n_candidates, lay.item_dim)
+        scores = self.pair(self.user_in(user)[:, None, :] + self.item_in(items))
+        return scores, (self.state_head(user) if self.state_head is not None else None)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """``target <- tau * source + (1 - tau) * target`` (``tau = 1`` copies)."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters(), strict=True):
+            t.lerp_(s, tau)

@@ -1,0 +1,93 @@
+"""What every next-item model shares: the batch it reads and the two things it must do.
+
+A model turns a batch of right-padded item histories into next-item logits. Training calls
+``loss`` on batches whose ``targets`` give the next item after each input position; evaluation and
+the policy call ``score``, either over the whole catalogue or over given candidates only (cheaper
+when a policy ranks ten candidates out of a large catalogue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from recsim_env.logs import TrainingBatch
+
+
+@dataclass
+class Batch:
+    """Histories (right-padded with 0, newest last), their lengths, and optionally per-position
+    next-item targets (0 = no target) and the users' rows in the training data (-1 = unseen user)."""
+
+    items: torch.Tensor
+    lengths: torch.Tensor
+    targets: torch.Tensor | None = None
+    users: torch.Tensor | None = None
+
+    @classmethod
+    def from_numpy(cls, items: np.ndarray, lengths: np.ndarray, targets: np.ndarray | None = None,
+                   users: np.ndarray | None = None) -> Batch:
+        def t(a: np.ndarray | None) -> torch.Tensor | None:
+            return None if a is None else torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long)
+
+        if len(lengths) and int(np.min(lengths)) < 1:
+            raise ValueError("every history needs at least one item; score empty histories another way")
+        return cls(t(items), t(lengths), t(targets), t(users))  # type: ignore[arg-type]
+
+    @classmethod
+    def for_training(cls, batch: TrainingBatch) -> Batch:
+        return cls.from_numpy(batch.inputs, np.maximum(batch.lengths, 1), batch.targets, batch.rows)
+
+
+class NextItemModel(nn.Module):
+    """Base of the trainable models: ``kind`` names it in checkpoints, ``config`` rebuilds it."""
+
+    kind: ClassVar[str] = "model"
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, n_items: int, config: Any):
+        super().__init__()
+        if n_items < 1:
+            raise ValueError(f"n_items={n_items!r} is out of range: allowed >= 1")
+        self.n_items = n_items
+        self.config = config
+
+    def init_kwargs(self) -> dict[str, int]:
+        """Sizes beyond ``n_items`` and ``config`` needed to rebuild the module before loading weights."""
+        return {}
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config) if self.config is not None else {}
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy of the next item at every position with a target."""
+        raise NotImplementedError(f"{type(self).__name__} is not trained by gradient descent")
+
+    def score(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the item after each history: ``(B, n_items + 1)`` (column 0, padding, is -inf)
+        or, with ``candidates`` ``(B, N)``, ``(B, N)`` for those items only."""
+        raise NotImplementedError
+
+
+def dot_scores(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
+               candidates: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits ``state . item + bias``: for every item, ``(B, n_items + 1)`` with the padding column
+    at -inf, or for given candidates ``(B, N)``."""
+    if candidates is None:
+        return nn.functional.pad(torch.addmm(bias[1:], states, table[1:].T), (1, 0), value=float("-inf"))
+    return torch.einsum("bd,bnd->bn", states, table[candidates]) + bias[candidates]
+
+
+def next_item_loss(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
+                   targets: torch.Tensor) -> torch.Tensor:
+    """Full-softmax cross-entropy of the targets (items ``1..n``) over every real item.
+
+    The padding item is left out of the softmax rather than masked, which spares a copy of the
+    ``(targets, n_items)`` logits; the bias is fused into the matrix product for the same reason.
+    """
+    logits = torch.addmm(bias[1:], states, table[1:].T)
+    return nn.functional.cross_entropy(logits, targets - 1)

@@ -1,0 +1,74 @@
+"""A GRU4Rec-style recurrent recommender (LSTM cell by default, GRU as an option).
+
+Items are embedded, a recurrent encoder reads the history, and the state after each item is
+projected back into the item-embedding space, where a dot product with every item (plus a per-item
+bias) gives next-item logits trained with full-softmax cross-entropy. Sharing the input and output
+item embeddings halves the parameters, which matters on sparse data where most items are seen a
+handful of times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from agents.sequential.base import Batch, NextItemModel, dot_scores, next_item_loss
+from recsim_env.config import Validated, bounded
+
+
+@dataclass(frozen=True)
+class RecurrentConfig(Validated):
+    """Architecture of :class:`RecurrentRecommender`."""
+
+    cell: str = "lstm"
+    embedding_dim: int = bounded(64, ge=1, le=4096, doc="item embedding size")
+    hidden_dim: int = bounded(128, ge=1, le=8192, doc="recurrent state size")
+    num_layers: int = bounded(1, ge=1, le=8, doc="stacked recurrent layers")
+    dropout: float = bounded(0.3, ge=0.0, lt=1.0, doc="dropout on embeddings and on the encoder output")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cell not in ("lstm", "gru"):
+            raise ValueError(f"RecurrentConfig.cell={self.cell!r}: allowed 'lstm', 'gru'")
+
+
+class RecurrentRecommender(NextItemModel):
+    """Embedding -> LSTM/GRU -> projection -> dot product with the item embeddings."""
+
+    kind = "lstm"
+
+    def __init__(self, n_items: int, config: RecurrentConfig | None = None):
+        config = config or RecurrentConfig()
+        super().__init__(n_items, config)
+        rnn = nn.LSTM if config.cell == "lstm" else nn.GRU
+        self.embedding = nn.Embedding(n_items + 1, config.embedding_dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=config.embedding_dim ** -0.5)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+        self.rnn = rnn(config.embedding_dim, config.hidden_dim, config.num_layers, batch_first=True,
+                       dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.project = nn.Linear(config.hidden_dim, config.embedding_dim)
+        self.bias = nn.Parameter(torch.zeros(n_items + 1))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def states(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The encoder's prediction vector after every position, ``(B, L, embedding_dim)``."""
+        x = self.dropout(self.embedding(items))
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=items.shape[1])
+        return self.project(self.dropout(out))
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        assert batch.targets is not None, "a training batch needs targets"
+        states = self.states(batch.items, batch.lengths)
+        mask = batch.targets > 0
+        return next_item_loss(states[mask], self.embedding.weight, self.bias, batch.targets[mask])
+
+    def score(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        states = self.states(batch.items, batch.lengths)
+        last = states[torch.arange(len(batch.lengths)), batch.lengths - 1]
+        return dot_scores(last, self.embedding.weight, self.bias, candidates)
