@@ -195,7 +195,9 @@ def report(results: dict[str, Any], record: dict[str, Any]) -> str:
              "| model | best / last epoch (stopped by) | valid NDCG@10 | wall time (fit + test) | hyperparameters |",
              "|---|---|---|---|---|"]
     for name, m in record["models"].items():
-        hyper = {**(m["config"] or {}), **{k: m["train"][k] for k in ("lr", "batch_size", "patience")}}
+        trained = m["stopped_by"] != "not trained"
+        fitted = {k: m["train"][k] for k in ("lr", "batch_size", "patience")} if trained else {}
+        hyper = {**(m["config"] or {}), **fitted}
         valid = f"{m['valid_ndcg10']:.4f}" if m["best_epoch"] else "-"
         epochs = f"{m['best_epoch']} / {len(m['epochs'])} ({m['stopped_by']})" if m["best_epoch"] else "-"
         lines.append(f"| {name} | {epochs} | {valid} | {m['total_seconds']:.0f} s | {json.dumps(hyper)} |")
@@ -210,7 +212,8 @@ def parse_args(argv: list[str] | None) -> SeqRecConfig:
     source.add_argument("--simulate", metavar="POLICY", help="simulate a log under this registered policy")
     parser.add_argument("--format", choices=FORMATS, help="data format (default: from the file name)")
     parser.add_argument("--out", default=defaults.out, help="folder for results.md, results.json, run.json")
-    parser.add_argument("--models", default=",".join(defaults.models), help="comma-separated: " + ", ".join(MODEL_NAMES))
+    parser.add_argument("--models", default=",".join(defaults.models),
+                        help="comma-separated: " + ", ".join(MODEL_NAMES))
     parser.add_argument("--epochs", type=int, help="most training epochs (early stopping may end sooner)")
     parser.add_argument("--patience", type=int, help="epochs without a better validation NDCG@10 before stopping")
     parser.add_argument("--seed", type=int, default=defaults.seed)

@@ -294,7 +294,8 @@ class TrainingBatch:
     lengths: np.ndarray
 
 
-def training_batches(train: Sequences, batch_size: int, max_len: int, rng: np.random.Generator) -> Iterator[TrainingBatch]:
+def training_batches(train: Sequences, batch_size: int, max_len: int,
+                     rng: np.random.Generator) -> Iterator[TrainingBatch]:
     """One epoch of shuffled batches: each user's last ``max_len + 1`` items give ``max_len`` inputs
     and their next-item targets (``inputs[:, t]`` predicts ``targets[:, t]``). Users with fewer than
     two items have no target and are skipped."""
