@@ -6,24 +6,27 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-fast speed install clean
+.PHONY: demo test test-fast speed references install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[rl,test,seq]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[rl,seq,ray,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m benchmarks.demo
+	$(PY) -m benchmarks.run --suite quick
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not slow"
+
+references: $(STAMP)
+	$(PY) -m benchmarks.references
 
 speed: $(STAMP)
 	$(PY) -m benchmarks.speed

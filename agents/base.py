@@ -27,6 +27,15 @@ class Recommender(ABC):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Actions for a batch: ``(B,)`` for one item per step, ``(B, K)`` for slates."""
 
+    def scores(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """Ranking scores of the step's candidates ``(B, N)``, higher first: what ``act`` would show.
+
+        Called after ``act`` on the same step (agents that keep a history update it in ``act``).
+        Benchmarks read next-click accuracy from it; an agent that cannot rank raises
+        ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{self.name} does not rank candidates")
+
     def update(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         """Learn from experience; recommenders that do not learn ignore it."""
         return {}

@@ -232,10 +232,12 @@ class DQNAgent(PairQAgent):
         nets = self.target if target else self.online
         return nets["q"](obs)[0][..., 0]
 
-    def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+    def scores(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
         with torch.no_grad():
-            q = self.q_values(torch.as_tensor(np.atleast_2d(obs), dtype=torch.float32))
-        return q.argmax(dim=1).numpy()
+            return self.q_values(torch.as_tensor(np.atleast_2d(obs), dtype=torch.float32)).numpy()
+
+    def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        return self.scores(obs).argmax(axis=1)
 
     def explore(self, obs: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         greedy = self.act(obs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -12,33 +13,92 @@ from agents.base import Recommender
 
 @dataclass(frozen=True)
 class EpisodeStats:
-    """Per-user results of one episode each (users first)."""
+    """Per-user results of one episode each (users first).
+
+    ``hits`` and ``gains`` sum, over a user's steps, the expected HR@1 and NDCG@``k`` of the agent's
+    candidate ranking against the candidate the user would choose (see :func:`next_click_accuracy`);
+    they are NaN when the agent cannot rank or accuracy was not asked for.
+    """
 
     returns: np.ndarray
     lengths: np.ndarray
     clicks: np.ndarray
     sessions: np.ndarray
+    hits: np.ndarray | None = None
+    gains: np.ndarray | None = None
+
+    def accuracy(self) -> dict[str, float]:
+        """Step-weighted mean HR@1 and NDCG over every step of every user."""
+        if self.hits is None or self.gains is None:
+            return {"HR@1": float("nan"), "NDCG": float("nan")}
+        steps = self.lengths.sum()
+        return {"HR@1": float(self.hits.sum() / steps), "NDCG": float(self.gains.sum() / steps)}
 
 
-def evaluate(agent: Recommender, env: gym.vector.VectorEnv, seed: int, max_steps: int = 100_000) -> EpisodeStats:
+def choice_distribution(env: gym.vector.VectorEnv, info: dict[str, Any]) -> np.ndarray:
+    """Which candidate each user would click if shown all of them at once, given that they click one.
+
+    ``(B, N)`` probabilities from the simulator's closed form: under the conditional logit the
+    choice among items is proportional to each item's click odds on its own.
+    """
+    sim = env.unwrapped.simulator
+    state = info["user_state"]
+    p_click = sim.click_probability(np.asarray(info["candidates"]), np.asarray(state["interest"]),
+                                    np.asarray(state["satiation"]))
+    odds = p_click / np.maximum(1.0 - p_click, 1e-12)
+    return odds / odds.sum(axis=1, keepdims=True)
+
+
+def next_click_accuracy(scores: np.ndarray, choice: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Expected HR@1 and NDCG@``k`` per user of a candidate ranking against a choice distribution.
+
+    With one relevant item per draw the ideal DCG is 1, so NDCG is the expectation of
+    ``1 / log2(rank + 2)`` over the chosen candidate's 0-based rank in ``scores`` (0 beyond ``k``).
+    Ties are broken by position, as the agents' argmax does.
+    """
+    order = np.argsort(-scores, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(scores.shape[1])[None, :], axis=1)
+    gain = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+    return np.take_along_axis(choice, order[:, :1], axis=1)[:, 0], (choice * gain).sum(axis=1)
+
+
+def evaluate(agent: Recommender, env: gym.vector.VectorEnv, seed: int, max_steps: int = 100_000,
+             accuracy: bool = False, k: int = 10) -> EpisodeStats:
     """Run every user of ``env`` through exactly one episode; later episodes are ignored.
 
     The same ``seed`` gives the same users to every agent, so agents are compared on equal terms.
+    With ``accuracy``, every step also scores the agent's ranking of the candidates against the
+    user's next click (:func:`next_click_accuracy`); agents that cannot rank get NaN.
     """
     obs, info = env.reset(seed=seed)
     n = env.num_envs
     returns, lengths, clicks = np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
     sessions = np.zeros(n, np.int64)
+    hits, gains = np.zeros(n), np.zeros(n)
+    ranks = accuracy
     live = np.ones(n, bool)
     for _ in range(max_steps):
-        obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+        action = agent.act(obs, info)
+        if ranks:
+            try:
+                hit, gain = next_click_accuracy(agent.scores(obs, info), choice_distribution(env, info), k)
+            except NotImplementedError:
+                ranks = False
+                hits[:], gains[:] = np.nan, np.nan
+            else:
+                hits += np.where(live, hit, 0.0)
+                gains += np.where(live, gain, 0.0)
+        obs, reward, terminated, truncated, info = env.step(action)
         returns += np.where(live, reward, 0.0)
         lengths += live
         clicks += live & np.asarray(info["click"], bool)
         sessions = np.where(live, info["user_state"]["session"] + 1, sessions)
         live &= ~(terminated | truncated)
         if not live.any():
-            return EpisodeStats(returns, lengths, clicks, sessions)
+            if not accuracy:
+                return EpisodeStats(returns, lengths, clicks, sessions)
+            return EpisodeStats(returns, lengths, clicks, sessions, hits, gains)
     raise RuntimeError(f"{n - live.sum()} of {n} users finished within max_steps={max_steps}; raise max_steps")
 
 

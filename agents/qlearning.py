@@ -82,12 +82,15 @@ class TopicAbstraction(StateAbstraction):
         bucket = np.minimum((on_topic.mean(axis=1) * self.buckets).astype(np.int64), self.buckets - 1)
         return dominant * self.buckets + bucket
 
-    def actions(self, obs: np.ndarray, abstract: np.ndarray) -> np.ndarray:
+    def candidate_scores(self, obs: np.ndarray, topic_values: np.ndarray) -> np.ndarray:
+        """Scores ``(B, N)`` of the candidates given a weight per topic ``(B, T)``: the candidate's
+        topic mixture dotted with the weights, plus ``quality_weight`` times its quality score."""
         candidates = self.layout.split(np.atleast_2d(obs))["candidates"]
-        rows = np.arange(candidates.shape[0])
-        on_topic = candidates[rows, :, abstract]  # (B, N) weight of the chosen topic
         quality = candidates[..., self.n_topics + 1]
-        return np.argmax(on_topic + self.quality_weight * quality, axis=1)
+        return np.einsum("bnt,bt->bn", candidates[..., : self.n_topics], topic_values) + self.quality_weight * quality
+
+    def actions(self, obs: np.ndarray, abstract: np.ndarray) -> np.ndarray:
+        return np.argmax(self.candidate_scores(obs, np.eye(self.n_topics)[abstract]), axis=1)
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,13 @@ class TabularQLearning(Recommender):
 
     def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
         return self.abstraction.actions(obs, self.greedy(self.abstraction.states(obs)))
+
+    def scores(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        """The order ``act`` picks from: weight on the greedy topic, then quality (topic abstraction only)."""
+        if not isinstance(self.abstraction, TopicAbstraction):
+            raise NotImplementedError(f"{self.name} ranks candidates only through a topic abstraction")
+        greedy = self.greedy(self.abstraction.states(obs))
+        return self.abstraction.candidate_scores(obs, np.eye(self.abstraction.n_topics)[greedy])
 
     def train(self, env: gym.vector.VectorEnv, evaluate: Callable[[TabularQLearning], float] | None = None,
               eval_every: int = 1000, progress: bool | None = None) -> TrainingLog:

@@ -46,8 +46,10 @@ class RandomPolicy(Recommender):
         self.rng = np.random.default_rng(seed)
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        candidates = _batched(info, "candidates")
-        return _top_positions(self.rng.random(candidates.shape), self.slate_size)
+        return _top_positions(self.scores(obs, info), self.slate_size)
+
+    def scores(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        return self.rng.random(_batched(info, "candidates").shape)
 
 
 class MyopicPolicy(Recommender):
@@ -59,13 +61,13 @@ class MyopicPolicy(Recommender):
         super().__init__(env)
         self.sim = _simulator(env)
 
-    def scores(self, info: dict[str, Any]) -> np.ndarray:
+    def scores(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         state = info["user_state"]
         return self.sim.expected_reward(_batched(info, "candidates"), np.atleast_2d(state["interest"]),
                                         np.atleast_2d(state["satiation"]))
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        return _top_positions(self.scores(info), self.sim.config.slate_size)
+        return _top_positions(self.scores(obs, info), self.sim.config.slate_size)
 
 
 class HeuristicPolicy(MyopicPolicy):
@@ -84,7 +86,7 @@ class HeuristicPolicy(MyopicPolicy):
         super().__init__(env)
         self.budget_value = budget_value
 
-    def scores(self, info: dict[str, Any]) -> np.ndarray:
+    def scores(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         sim, cfg = self.sim, self.sim.config.user
         state = info["user_state"]
         items = _batched(info, "candidates")

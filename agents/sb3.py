@@ -148,6 +148,12 @@ class SB3DQN(Recommender):
         actions, _ = self.model.predict(np.atleast_2d(obs), deterministic=True)
         return np.asarray(actions, np.int64).reshape(-1)
 
+    def scores(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        """The Q-network's value of each candidate slot."""
+        with torch.no_grad():
+            obs_tensor, _ = self.model.policy.obs_to_tensor(np.atleast_2d(obs))
+            return self.model.q_net(obs_tensor).numpy()
+
     def save(self, path: str | Path) -> None:
         """SB3's zip, written atomically; the path gets a ``.zip`` suffix if it has none (SB3 would add one)."""
         atomic_write(_zip(path), lambda tmp: self.model.save(tmp))

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from agents.evaluation import UserTrace  # noqa: E402
+from benchmarks.stats import Interval, bootstrap_interval, iqm  # noqa: E402
 from recsim_env.io import atomic_write  # noqa: E402
 
 
@@ -50,4 +52,135 @@ def plot_user_drift(traces: dict[str, UserTrace], path: str | Path, title: str =
     fig.colorbar(im_i, ax=list(axes[0]), label="interest", fraction=0.02)
     fig.colorbar(im_s, ax=list(axes[1]), label="satiation", fraction=0.02)
     fig.suptitle(title or "One simulated user under each policy")
-    return save_figure(fig, path)
+    path = Path(path)
+    return save_png_svg(fig, path.parent, path.stem)
+
+
+#: One colour per agent, the same in every figure of the suite.
+AGENT_COLORS = {
+    "random": "#9e9e9e", "popularity": "#8c564b", "myopic": "#ff7f0e", "heuristic": "#2ca02c",
+    "qlearning": "#bcbd22", "dqn": "#1f77b4", "dqn_myopic": "#d62728", "sb3_dqn": "#9467bd", "lstm": "#e377c2",
+    "gcn": "#17becf",
+}
+
+
+def agent_color(agent: str) -> str:
+    return AGENT_COLORS.get(agent, "#333333")
+
+
+def save_png_svg(fig: plt.Figure, out: str | Path, stem: str) -> Path:
+    """Save ``fig`` as ``stem.png`` and ``stem.svg`` in ``out`` (atomically); returns the PNG path."""
+    out = Path(out)
+    for suffix in (".png", ".svg"):
+        path = out / f"{stem}{suffix}"
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix[1:], dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+    return out / f"{stem}.png"
+
+
+def _interval_bars(ax: plt.Axes, intervals: dict[str, Interval], xlabel: str) -> None:
+    """Horizontal bars: the estimate, with its interval as an error bar; first agent on top."""
+    names = list(intervals)
+    y = np.arange(len(names))[::-1]
+    est = np.array([intervals[n].estimate for n in names])
+    err = np.array([[intervals[n].estimate - intervals[n].low, intervals[n].high - intervals[n].estimate]
+                    for n in names]).T
+    ax.barh(y, est, color=[agent_color(n) for n in names], alpha=0.85)
+    ax.errorbar(est, y, xerr=np.maximum(err, 0), fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.set_yticks(y, names)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_learning_curves(curves: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]],
+                         references: dict[str, dict[str, float]], out: str | Path) -> Path:
+    """Training-episode return against training episodes, per preset: IQM over seeds with a 95%
+    bootstrap band; dashed lines are the evaluated returns of the fixed policies."""
+    presets = list(curves)
+    fig, axes = plt.subplots(1, len(presets), figsize=(6.5 * len(presets), 4.5), squeeze=False)
+    for ax, preset in zip(axes[0], presets):
+        for agent, runs in curves[preset].items():
+            runs = [(np.asarray(x), np.asarray(y)) for x, y in runs if len(x) > 1]
+            if not runs:
+                continue
+            grid = np.geomspace(max(min(x[0] for x, _ in runs), 1), min(x[-1] for x, _ in runs), 40)
+            values = np.array([np.interp(np.log(grid), np.log(x), y) for x, y in runs])
+            bands = [bootstrap_interval(v, iqm) if len(v) > 1 else Interval(v[0], v[0], v[0]) for v in values.T]
+            color = agent_color(agent)
+            ax.plot(grid, [b.estimate for b in bands], color=color, label=agent, lw=2)
+            ax.fill_between(grid, [b.low for b in bands], [b.high for b in bands], color=color, alpha=0.2)
+        for agent, value in references.get(preset, {}).items():
+            ax.axhline(value, color=agent_color(agent), ls="--", lw=1.2, label=f"{agent} (evaluated)")
+        ax.set(xscale="log", xlabel="training episodes", ylabel="return per training episode",
+               title=f"Learning curves: {preset}")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle("Long-term reward while training (exploration included); IQM over seeds, 95% band")
+    return save_png_svg(fig, out, "learning_curves")
+
+
+def plot_final_return(summary: dict[str, dict[str, Interval]], out: str | Path) -> Path:
+    """Evaluated long-term reward per agent and preset: IQM over seeds with 95% intervals."""
+    presets = list(summary)
+    n = max(len(v) for v in summary.values())
+    fig, axes = plt.subplots(1, len(presets), figsize=(6 * len(presets), 0.45 * n + 1.5), squeeze=False)
+    for ax, preset in zip(axes[0], presets):
+        _interval_bars(ax, summary[preset], "total reward per held-out user (IQM over seeds)")
+        ax.set_title(preset)
+    fig.suptitle("Final long-term reward per agent (95% stratified-bootstrap CI)")
+    return save_png_svg(fig, out, "final_return")
+
+
+def plot_accuracy(panels: dict[str, dict[str, Interval]], out: str | Path) -> Path:
+    """One panel per accuracy metric, agents as bars with their intervals."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.45 * max(map(len, panels.values())) + 1.5),
+                             squeeze=False)
+    for ax, (metric, intervals) in zip(axes[0], panels.items()):
+        _interval_bars(ax, intervals, metric)
+        ax.set_title(metric)
+    fig.suptitle("Accuracy per agent (IQM over seeds, 95% CI)")
+    return save_png_svg(fig, out, "accuracy")
+
+
+def plot_accuracy_vs_return(accuracy: dict[str, Interval], reward: dict[str, Interval], out: str | Path,
+                            accuracy_label: str = "next-click accuracy") -> Path:
+    """One point per agent: how well it predicts the next click against how much it earns over time."""
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    for agent in accuracy:
+        if agent not in reward or not np.isfinite(accuracy[agent].estimate):
+            continue
+        x, y = accuracy[agent], reward[agent]
+        ax.errorbar(x.estimate, y.estimate, xerr=[[x.estimate - x.low], [x.high - x.estimate]],
+                    yerr=[[y.estimate - y.low], [y.high - y.estimate]], fmt="o", color=agent_color(agent),
+                    ms=8, capsize=3)
+        ax.annotate(agent, (x.estimate, y.estimate), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.set(xlabel=accuracy_label, ylabel="long-term reward per user (IQM over seeds)",
+           title="Predicting the next click is not keeping the user")
+    ax.grid(alpha=0.3)
+    return save_png_svg(fig, out, "accuracy_vs_return")
+
+
+def plot_sessions(per_user: dict[str, dict[str, np.ndarray]], out: str | Path) -> Path:
+    """Session length per user (box plots) and retention: the share of users still there after t steps."""
+    agents_ = list(per_user)
+    fig, (ax_box, ax_surv) = plt.subplots(1, 2, figsize=(13, 4.8))
+    lengths = [np.asarray(per_user[a]["session_length"]) for a in agents_]
+    box = ax_box.boxplot(lengths, orientation="horizontal", patch_artist=True, showfliers=False)
+    for patch, agent in zip(box["boxes"], agents_):
+        patch.set_facecolor(agent_color(agent))
+        patch.set_alpha(0.7)
+    ax_box.set_yticks(np.arange(1, len(agents_) + 1), agents_)
+    ax_box.invert_yaxis()
+    ax_box.set(xlabel="steps per session", title="Session length per user")
+    ax_box.grid(axis="x", alpha=0.3)
+    for agent in agents_:
+        steps = np.sort(np.asarray(per_user[agent]["episode_length"]))
+        t = np.arange(0, steps.max() + 1)
+        ax_surv.plot(t, 1.0 - np.searchsorted(steps, t, side="right") / steps.size, color=agent_color(agent),
+                     label=agent, lw=1.8)
+    ax_surv.set(xlabel="step of the episode", ylabel="share of users still active", title="Retention", ylim=(0, 1.02))
+    ax_surv.grid(alpha=0.3)
+    ax_surv.legend(fontsize=8)
+    fig.suptitle("How long users stay (held-out users, all seeds pooled)")
+    return save_png_svg(fig, out, "sessions")

@@ -40,8 +40,7 @@ from tqdm import tqdm
 
 from recsim_env.io import atomic_write_text, progress_enabled
 from recsim_env.logs import (
-    FORMATS, EvalSet, Sequences, Split, leave_last_out, load_sequences, next_item_events, sample_negatives,
-    split_users,
+    FORMATS, EvalSet, Sequences, Split, holdout_split, leave_last_out, load_sequences, sample_negatives,
 )
 
 PROTOCOLS = ("full", "sampled99")
@@ -118,9 +117,7 @@ def _simulated_split(cfg: SeqRecConfig, out: Path) -> tuple[Split, Sequences]:
     log = collect_log(env, agents.make(cfg.simulate, env), cfg.users, seed=cfg.seed, policy_name=cfg.simulate)
     write_log(out / "log.parquet", log)
     seqs = log.to_sequences()
-    train_users, test_users = split_users(seqs, cfg.holdout, np.random.default_rng(cfg.seed))
-    inner = leave_last_out(train_users)
-    return Split(inner.train, inner.valid, next_item_events(test_users)), seqs
+    return holdout_split(seqs, cfg.holdout, np.random.default_rng(cfg.seed)), seqs
 
 
 def run(cfg: SeqRecConfig) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -49,3 +49,60 @@ def bootstrap_interval(values: np.ndarray, statistic: Callable[..., np.ndarray] 
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return Interval(float(statistic(values, axis=-1)), float(low), float(high))
+
+
+def _stratified_resample(scores: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_resamples, runs, tasks)``: the runs of each task resampled with replacement, tasks kept."""
+    runs, tasks = scores.shape
+    index = rng.integers(0, runs, size=(n_resamples, runs, tasks))
+    return np.take_along_axis(np.broadcast_to(scores, (n_resamples, runs, tasks)), index, axis=1)
+
+
+def _as_runs_by_tasks(scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores[:, None] if scores.ndim == 1 else scores
+    if scores.ndim != 2 or scores.shape[0] < 1:
+        raise ValueError(f"need scores of shape (runs,) or (runs, tasks), got {scores.shape}")
+    return scores
+
+
+def stratified_iqm(scores: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Interval:
+    """IQM over all runs and tasks with a stratified-bootstrap percentile interval (rliable's method).
+
+    ``scores`` is ``(runs, tasks)`` (or ``(runs,)`` for one task, e.g. one value per training seed);
+    each bootstrap sample redraws the runs of every task separately, so tasks stay balanced.
+    """
+    scores = _as_runs_by_tasks(scores)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence} is out of range: allowed (0, 1)")
+    samples = _stratified_resample(scores, n_resamples, np.random.default_rng(seed))
+    stats = iqm(samples.reshape(n_resamples, -1), axis=-1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
+    return Interval(float(iqm(scores.reshape(-1))), float(low), float(high))
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y): the chance a run of X beats a run of Y on the same task (ties count half), averaged
+    over tasks. ``x`` and ``y`` are ``(runs, tasks)`` or ``(runs,)``; run counts may differ."""
+    x, y = _as_runs_by_tasks(x), _as_runs_by_tasks(y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must cover the same tasks, got {x.shape[1]} and {y.shape[1]}")
+    return float(_pairwise_improvement(x[None], y[None])[0])
+
+
+def _pairwise_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``(S, n, T)`` and ``(S, m, T)`` -> ``(S,)`` probability of improvement per sample."""
+    diff = x[:, :, None, :] - y[:, None, :, :]
+    return ((diff > 0) + 0.5 * (diff == 0)).mean(axis=(1, 2, 3))
+
+
+def improvement_interval(x: np.ndarray, y: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,
+                         seed: int = 0) -> Interval:
+    """Probability of improvement of X over Y with a stratified-bootstrap interval."""
+    x, y = _as_runs_by_tasks(x), _as_runs_by_tasks(y)
+    rng = np.random.default_rng(seed)
+    samples = _pairwise_improvement(_stratified_resample(x, n_resamples, rng), _stratified_resample(y, n_resamples, rng))
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(samples, [alpha, 1.0 - alpha])
+    return Interval(probability_of_improvement(x, y), float(low), float(high))

@@ -86,7 +86,7 @@ class SequentialPolicy(Recommender):
         self.history[rows, self.lengths[rows]] = model_item
         self.lengths[rows] += 1
 
-    def scores(self, info: dict[str, Any]) -> np.ndarray:
+    def scores(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Scores of the candidates ``(B, N)`` under the current histories."""
         candidates = self.index[np.atleast_2d(np.asarray(info["candidates"], np.int64))]
         model = self.trained.model
@@ -104,7 +104,7 @@ class SequentialPolicy(Recommender):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         self.observe(info)
-        order = np.argsort(-self.scores(info), axis=1, kind="stable")[:, :self.slate_size]
+        order = np.argsort(-self.scores(obs, info), axis=1, kind="stable")[:, :self.slate_size]
         actions = order[:, 0] if self.slate_size == 1 else order
         return actions[0] if np.ndim(info["candidates"]) == 1 else actions
 

@@ -7,13 +7,13 @@ policy in the simulator and stores the log as Parquet. pyarrow is needed only fo
 
 from recsim_env.logs.loaders import FORMATS, DataFormatError, infer_format, load_sequences
 from recsim_env.logs.sequences import (
-    PAD, EvalSet, Sequences, Split, TrainingBatch, leave_last_out, next_item_events, sample_negatives,
+    PAD, EvalSet, Sequences, Split, TrainingBatch, holdout_split, leave_last_out, next_item_events, sample_negatives,
     split_users, training_batches,
 )
 from recsim_env.logs.simulated import InteractionLog, collect_log, is_log, read_log, write_log
 
 __all__ = [
     "FORMATS", "PAD", "DataFormatError", "EvalSet", "InteractionLog", "Sequences", "Split", "TrainingBatch",
-    "collect_log", "infer_format", "is_log", "leave_last_out", "load_sequences", "next_item_events", "read_log",
+    "collect_log", "holdout_split", "infer_format", "is_log", "leave_last_out", "load_sequences", "next_item_events", "read_log",
     "sample_negatives", "split_users", "training_batches", "write_log",
 ]

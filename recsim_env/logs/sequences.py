@@ -226,6 +226,17 @@ def split_users(seqs: Sequences, test_fraction: float, rng: np.random.Generator)
     return seqs.select_users(np.sort(order[n_test:])), seqs.select_users(np.sort(order[:n_test]))
 
 
+def holdout_split(seqs: Sequences, test_fraction: float, rng: np.random.Generator) -> Split:
+    """Train and validate (leave-last-out) on some users; test on every next click of the others.
+
+    The protocol for simulated logs: held-out users are never trained on, and a policy serving
+    them meets each of their steps, so every click after their first is a test case.
+    """
+    train_users, test_users = split_users(seqs, test_fraction, rng)
+    inner = leave_last_out(train_users)
+    return Split(inner.train, inner.valid, next_item_events(test_users))
+
+
 def next_item_events(seqs: Sequences, min_history: int = 1) -> EvalSet:
     """Every next item of every user as a case, predicted from all the items before it.
 

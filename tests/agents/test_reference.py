@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import agents
-from benchmarks.demo import SWEEP, compare_policies, intervals
+from benchmarks.references import SWEEP, compare_policies, intervals
 from tests.conftest import make_vec
 
 

@@ -180,7 +180,7 @@ def test_policy_prefers_the_model_s_next_item():
     candidates = np.array([[50, 1, 99, 3, 2, 60, 70, 80, 90, 4]] * 2)
     info = {"candidates": candidates, "click": np.array([False, False]), "item": np.array([-1, -1]),
             "autoreset": np.array([False, False])}
-    scores = policy.scores(info)
+    scores = policy.scores(None, info)
     assert np.isneginf(scores[:, [0, 2, 5, 6, 7, 8]]).all()  # never seen in training
     assert candidates[0, np.argmax(scores[0])] == 3  # after 1, 2 comes 3
     assert np.isfinite(scores[1, [1, 3, 4, 9]]).all()  # an empty history falls back on popularity

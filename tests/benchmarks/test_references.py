@@ -1,10 +1,10 @@
 import json
 
-from benchmarks import demo
+from benchmarks import references
 
 
-def test_demo_writes_table_json_and_plot(tmp_path, capsys):
-    assert demo.main(["--users", "30", "--no-sweep", "--out", str(tmp_path)]) == 0
+def test_reference_comparison_writes_table_json_and_plot(tmp_path, capsys):
+    assert references.main(["--users", "30", "--no-sweep", "--out", str(tmp_path)]) == 0
     assert "| heuristic |" in capsys.readouterr().out
     assert (tmp_path / "user_drift.png").stat().st_size > 10_000
     summary = json.loads((tmp_path / "results.json").read_text())

@@ -5,7 +5,7 @@ episode reward with 95% bootstrap intervals, repeats the comparison over catalog
 counts and catalogue seeds across their documented ranges, and draws one user's drifting
 interest under each policy.
 
-    python -m benchmarks.demo [--users 500] [--seed 0] [--out results/demo] [--no-sweep]
+    python -m benchmarks.references [--users 500] [--seed 0] [--out results/references] [--no-sweep]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import agents
 import recsim_env  # noqa: F401  (registers the env ids)
+from agents.base import Recommender
 from agents.evaluation import EpisodeStats, UserTrace, evaluate, trace_user
 from recsim_env.io import atomic_write_text, progress_enabled
 from benchmarks.plots import plot_user_drift
@@ -33,13 +34,13 @@ SWEEP = [{"n_items": n, "n_topics": t, "catalog_seed": s} for n in (100, 1000, 1
 
 
 @dataclass
-class DemoConfig:
-    """Command-line options of the demo."""
+class ReferencesConfig:
+    """Command-line options of the reference comparison."""
 
     env_id: str = "recsim_env/InterestDrift-v0"
     users: int = 500
     seed: int = 10_000
-    out: str = "results/demo"
+    out: str = "results/references"
     sweep: bool = True
 
 
@@ -87,13 +88,13 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def illustrative_traces(env_id: str, seed: int, min_steps: int = 25, tries: int = 50) -> dict[str, UserTrace]:
+def illustrative_traces(env: gym.vector.VectorEnv, policies: dict[str, Recommender], seed: int, min_steps: int = 25,
+                        tries: int = 50) -> dict[str, UserTrace]:
     """One user followed under each policy: the first seed from ``seed`` whose user stays at least
     ``min_steps`` under every policy (so the drift is visible), else the longest-lived one tried."""
-    env = gym.make_vec(env_id, num_envs=1, vectorization_mode="vector_entry_point")
     best: dict[str, UserTrace] = {}
     for s in range(seed, seed + tries):
-        traces = {name: trace_user(agents.make(name, env), env, seed=s) for name in POLICIES}
+        traces = {name: trace_user(policy, env, seed=s) for name, policy in policies.items()}
         shortest = min(len(t.budget) for t in traces.values())
         if not best or shortest > min(len(t.budget) for t in best.values()):
             best = traces
@@ -102,9 +103,9 @@ def illustrative_traces(env_id: str, seed: int, min_steps: int = 25, tries: int 
     return best
 
 
-def parse_args(argv: list[str] | None) -> DemoConfig:
+def parse_args(argv: list[str] | None) -> ReferencesConfig:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = DemoConfig()
+    defaults = ReferencesConfig()
     parser.add_argument("--env-id", default=defaults.env_id)
     parser.add_argument("--users", type=int, default=defaults.users, help="held-out users per policy")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the held-out users")
@@ -113,7 +114,7 @@ def parse_args(argv: list[str] | None) -> DemoConfig:
     args = parser.parse_args(argv)
     if args.users < 2:
         parser.error(f"--users={args.users} is out of range: allowed >= 2")
-    return DemoConfig(**vars(args))
+    return ReferencesConfig(**vars(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         table2 = sweep_table(rows)
         print(f"Across catalogue sizes, topic counts and catalogue seeds:\n\n{table2}\n")
         report += f"\n## Across configurations\n\n{table2}\n"
-    traces = illustrative_traces(cfg.env_id, cfg.seed)
+    env = gym.make_vec(cfg.env_id, num_envs=1, vectorization_mode="vector_entry_point")
+    traces = illustrative_traces(env, {name: agents.make(name, env) for name in POLICIES}, cfg.seed)
     plot = plot_user_drift(traces, f"{cfg.out}/user_drift.png", title=f"One user of {cfg.env_id} under each policy")
     report += f"\n![one user's interest drifting]({plot.name})\n"
     atomic_write_text(f"{cfg.out}/results.md", report)

@@ -1,0 +1,119 @@
+"""Named benchmark suites: which agents run on which presets, over which seeds, with what budget.
+
+A suite expands into :class:`RunSpec` s, one per (agent, preset, seed). A run is a pure function of
+its spec (see :mod:`benchmarks.runner`), so it can execute anywhere (a local process, a Ray
+worker) and give the same numbers, and a finished run is never redone while its spec is unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from recsim_env.config import Validated, bounded
+
+#: The registered env behind each preset the suite runs on.
+PRESET_ENVS = {
+    "default": "recsim_env/InterestDrift-v0",
+    "cross_session": "recsim_env/CrossSessionDrift-v0",
+}
+
+#: Every agent the suite knows, in the order tables and plots show them.
+AGENTS = ("random", "popularity", "myopic", "heuristic", "qlearning", "dqn", "dqn_myopic", "sb3_dqn", "lstm", "gcn")
+#: Agents trained on a simulated interaction log rather than by interacting.
+LOG_TRAINED = frozenset({"popularity", "lstm", "gcn"})
+
+#: Per preset, settings that differ from an agent's defaults. On the cross-session preset the DQN
+#: values each session on its own (``session_discount=0``): the days a user stays away are no
+#: steps, and a per-step discount alone makes short sessions look free (see ``agents.dqn.DQNConfig``).
+AGENT_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
+    ("dqn", "cross_session"): {"session_discount": 0.0},
+}
+
+
+@dataclass(frozen=True)
+class Budget(Validated):
+    """How much every run trains and evaluates; one budget per suite."""
+
+    eval_users: int = bounded(500, ge=2, le=1_000_000, doc="held-out users every agent is evaluated on")
+    dqn_steps: int = bounded(1_000_000, ge=1, le=10**10, doc="user-steps each DQN trains for")
+    dqn_users: int = bounded(256, ge=1, le=100_000, doc="users in the DQN's training vector env")
+    sb3_steps: int = bounded(30_000, ge=1, le=10**9, doc="env steps SB3's DQN trains for")
+    qlearning_episodes: int = bounded(20_000, ge=1, le=10**9, doc="episodes tabular Q-learning trains for")
+    log_users: int = bounded(12_000, ge=10, le=10_000_000, doc="simulated users in the training log")
+    log_policy: str = "myopic"
+    holdout: float = bounded(0.2, gt=0.0, lt=1.0, doc="share of log users held out for log accuracy")
+    seq_epochs: int = bounded(10, ge=1, le=10_000, doc="most epochs of the sequential models")
+    max_steps: int = bounded(100_000, ge=1, le=10**9, doc="vector steps an evaluation may take")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.log_policy not in ("random", "myopic", "heuristic"):
+            raise ValueError(f"Budget.log_policy={self.log_policy!r} is not allowed: random, myopic or heuristic")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One agent on one preset with one seed: everything a worker needs to reproduce the run."""
+
+    agent: str
+    preset: str
+    seed: int
+    budget: Budget = field(default_factory=Budget)
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.preset}__{self.agent}__seed{self.seed}"
+
+    @property
+    def env_id(self) -> str:
+        return PRESET_ENVS[self.preset]
+
+    @property
+    def eval_seed(self) -> int:
+        """Seed of the held-out users: the same for every agent of a seed, never used in training."""
+        return 1_000_000 + self.seed
+
+    def overrides(self) -> dict[str, Any]:
+        return AGENT_OVERRIDES.get((self.agent, self.preset), {})
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Agents x presets x seeds under one budget."""
+
+    name: str
+    agents: tuple[str, ...]
+    presets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budget: Budget
+
+    def __post_init__(self) -> None:
+        for kind, values, allowed in (("agent", self.agents, AGENTS), ("preset", self.presets, tuple(PRESET_ENVS))):
+            unknown = [v for v in values if v not in allowed]
+            if unknown:
+                raise ValueError(f"unknown {kind} {unknown}; allowed: {', '.join(allowed)}")
+        if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds={self.seeds} must be distinct non-negative integers, at least one")
+
+    def runs(self) -> list[RunSpec]:
+        return [RunSpec(a, p, s, self.budget) for p in self.presets for a in self.agents for s in self.seeds]
+
+    def restrict(self, agents: tuple[str, ...] | None = None, presets: tuple[str, ...] | None = None,
+                 seeds: tuple[int, ...] | None = None) -> Suite:
+        """The same suite on a subset (or another set) of agents, presets or seeds."""
+        return replace(self, agents=agents or self.agents, presets=presets or self.presets, seeds=seeds or self.seeds)
+
+
+SUITES: dict[str, Suite] = {
+    # the README's main job: every agent, 3 seeds, within 10 minutes on 2 cores
+    "quick": Suite("quick", AGENTS, ("default",), (0, 1, 2), Budget()),
+    # the published comparison: 5 seeds, both presets, full training budgets
+    "full": Suite("full", AGENTS, ("default", "cross_session"), (0, 1, 2, 3, 4),
+                  Budget(dqn_steps=2_000_000, sb3_steps=100_000, qlearning_episodes=50_000, log_users=20_000,
+                         seq_epochs=20)),
+    # seconds-long end-to-end check of the machinery (tests): numbers mean nothing
+    "tiny": Suite("tiny", AGENTS, ("default",), (0, 1),
+                  Budget(eval_users=16, dqn_steps=2_000, dqn_users=16, sb3_steps=300, qlearning_episodes=50,
+                         log_users=60, seq_epochs=1)),
+}

@@ -1,0 +1,129 @@
+"""The benchmark suite end to end: every agent on a tiny budget, resuming after a crash, the engines agree."""
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks import engines, runner
+from benchmarks.run import RunConfig, main, parse_args, run_suite
+from benchmarks.suites import AGENTS, SUITES, Suite
+
+PLOTS = ("learning_curves", "final_return", "accuracy", "accuracy_vs_return", "user_drift", "sessions")
+
+
+def read_table(out):
+    with open(out / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_tiny_suite_end_to_end(tmp_path):
+    outcome = run_suite(RunConfig(suite="tiny", out=str(tmp_path), jobs=2, progress=False))
+    assert not outcome.failed
+    rows = read_table(tmp_path)
+    assert {(r["agent"], r["seed"]) for r in rows} == {(a, str(s)) for a in AGENTS for s in (0, 1)}
+    metrics = {r["metric"] for r in rows}
+    assert {"return", "session_length", "HR@1", "NDCG@10", "log_HR@10", "log_NDCG@10"} <= metrics
+    parquet = pq.read_table(tmp_path / "results.parquet").to_pylist()
+    assert len(parquet) == len(rows) and parquet[0].keys() == {"agent", "preset", "seed", "metric", "value"}
+    for stem in PLOTS:
+        assert (tmp_path / f"{stem}.png").stat().st_size > 5_000
+        assert (tmp_path / f"{stem}.svg").exists()
+    report = (tmp_path / "REPORT.md").read_text()
+    assert all(f"({stem}.png)" in report for stem in PLOTS) and "| dqn |" in report
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["packages"]["numpy"] and record["machine"]["cpus"] and record["failed_runs"] == []
+    # every agent reports next-click accuracy from its rollouts; random ranks at chance (1 in 10)
+    by = {(r["agent"], r["metric"], r["seed"]): float(r["value"]) for r in rows}
+    assert all(np.isfinite(by[(a, "NDCG@10", "0")]) for a in AGENTS)
+    assert 0.05 < by[("random", "HR@1", "0")] < 0.2
+
+
+class ProcessDied(BaseException):
+    """Stands for the process being killed mid-suite."""
+
+
+def test_resume_after_a_crash_redoes_only_unfinished_runs(tmp_path, monkeypatch):
+    config = RunConfig(suite="tiny", out=str(tmp_path), jobs=1, agents=("random", "myopic", "qlearning"),
+                       progress=False)
+    real = runner.execute
+    calls, crashed = [], []
+
+    def crash_on_third(spec, work_dir=None):
+        calls.append(spec.run_id)
+        if len(calls) == 3 and not crashed:
+            crashed.append(spec.run_id)
+            raise ProcessDied  # not an Exception: the suite cannot catch it, as with a kill
+        return real(spec, work_dir)
+
+    monkeypatch.setattr(engines, "execute", crash_on_third)
+    with pytest.raises(ProcessDied):
+        run_suite(config)
+    finished = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
+    assert len(finished) == 2 and not list((tmp_path / "runs").glob(".*"))  # no half-written file left
+    stamps = {p: (tmp_path / "runs" / p).stat().st_mtime_ns for p in finished}
+
+    calls.clear()
+    outcome = run_suite(config)
+    assert len(calls) == 4 and not outcome.failed  # 6 runs in the suite, 2 kept
+    assert {(tmp_path / "runs" / p).stat().st_mtime_ns for p in finished} == set(stamps.values())
+    assert len(read_table(tmp_path)) == 6 * len(outcome.results[next(iter(outcome.results))]["metrics"])
+
+
+def test_a_failed_run_is_reported_and_the_suite_goes_on(tmp_path, monkeypatch, capsys):
+    real = runner.execute
+
+    def broken_myopic(spec, work_dir=None):
+        if spec.agent == "myopic":
+            raise RuntimeError("simulated failure")
+        return real(spec, work_dir)
+
+    monkeypatch.setattr(engines, "execute", broken_myopic)
+    code = main(["--suite", "tiny", "--out", str(tmp_path), "--jobs", "1", "--agents", "random,myopic",
+                 "--seeds", "0", "--no-progress"])
+    assert code == 1
+    assert "simulated failure" in (tmp_path / "runs" / "default__myopic__seed0.error.txt").read_text()
+    assert {r["agent"] for r in read_table(tmp_path)} == {"random"}
+    assert "simulated failure" in capsys.readouterr().err
+    monkeypatch.setattr(engines, "execute", real)  # fixed: the rerun does the failed run only
+    assert main(["--suite", "tiny", "--out", str(tmp_path), "--jobs", "1", "--agents", "random,myopic",
+                 "--seeds", "0", "--no-progress"]) == 0
+    assert not (tmp_path / "runs" / "default__myopic__seed0.error.txt").exists()
+
+
+def test_a_changed_budget_is_not_mistaken_for_a_finished_run(tmp_path):
+    config = RunConfig(suite="tiny", out=str(tmp_path), jobs=1, agents=("random",), seeds=(0,), progress=False)
+    run_suite(config)
+    bigger = dataclasses.replace(SUITES["tiny"].budget, eval_users=20)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(SUITES, "tiny", Suite("tiny", ("random",), ("default",), (0,), bigger))
+        outcome = run_suite(config)
+    assert len(outcome.executed) == 1
+    assert len(json.loads((tmp_path / "runs" / "default__random__seed0.json").read_text())["per_user"]["return"]) == 20
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--agents", "random,nope"], "unknown agent"),
+    (["--presets", "moon"], "unknown preset"),
+    (["--seeds", "1,x"], "comma-separated int"),
+    (["--jobs", "-1"], "RunConfig.jobs=-1"),
+    (["--engine", "spark"], "invalid choice"),
+])
+def test_bad_options_get_a_clear_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_same_table_as_the_local_engine(tmp_path):
+    pytest.importorskip("ray")
+    kwargs = dict(suite="tiny", agents=("random", "heuristic", "qlearning", "dqn", "lstm"), progress=False)
+    run_suite(RunConfig(out=str(tmp_path / "local"), jobs=2, **kwargs))
+    run_suite(RunConfig(out=str(tmp_path / "ray"), engine="ray", **kwargs))
+    local, ray = read_table(tmp_path / "local"), read_table(tmp_path / "ray")
+    drop_timing = lambda rows: [r for r in rows if r["metric"] != "train_seconds"]  # noqa: E731
+    assert drop_timing(local) == drop_timing(ray)
