@@ -39,3 +39,13 @@ def per_config(build: Callable[[Any], T]) -> Callable[[Any], T]:
 def f32(value: float) -> np.ndarray:
     """A 0-d float32 array: as an operand it costs about half of a Python float (no conversion per op)."""
     return np.array(value, np.float32)
+
+
+def by_ndim(values: np.ndarray, max_ndim: int = 32) -> tuple[np.ndarray, ...]:
+    """``values`` with leading ones added, indexed by the ``ndim`` of the array it is combined with.
+
+    With the operand of one user (all leading sizes 1) the shapes are then equal, and numpy runs its
+    same-shape loop, which costs about a third of setting up a broadcast; any other batch broadcasts
+    as before.
+    """
+    return tuple(values.reshape((1,) * max(n - values.ndim, 0) + values.shape) for n in range(max_ndim + 1))

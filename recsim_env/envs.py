@@ -22,11 +22,26 @@ def _action_space(config: EnvConfig) -> spaces.Space:
     return spaces.MultiDiscrete(np.full(config.slate_size, config.n_candidates))
 
 
-def _to_positions(action: Any, space: spaces.Space, n_users: int, config: EnvConfig) -> np.ndarray:
-    """Validate an action (single or batched) and return slate positions ``(B, K)``; raise clearly."""
-    if config.slate_size == 1 and n_users == 1 and isinstance(action, (int, np.integer)) \
-            and not isinstance(action, bool) and 0 <= action < config.n_candidates:
-        return np.array([[action]], np.int64)  # fast path for the common single-env call
+def _single_positions(config: EnvConfig) -> tuple[np.ndarray, ...]:
+    """The ``(1, 1)`` positions of each action of a one-user, one-item env (none for slates), made once.
+
+    Read-only: the simulator only reads positions, so every step can share them.
+    """
+    if config.slate_size != 1:
+        return ()
+    table = np.arange(config.n_candidates, dtype=np.int64).reshape(-1, 1, 1)
+    table.flags.writeable = False
+    return tuple(table)
+
+
+def _to_positions(action: Any, space: spaces.Space, n_users: int, config: EnvConfig,
+                  single: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+    """Validate an action (single or batched) and return slate positions ``(B, K)``; raise clearly.
+
+    ``single`` (from ``_single_positions``) gives the fast path of the common single-env call.
+    """
+    if single and (type(action) is int or isinstance(action, np.integer)) and 0 <= action < len(single):
+        return single[action]  # a bool is no int here: ``type(True) is bool``
     arr = np.asarray(action)
     expected = (n_users, config.slate_size) if isinstance(space, spaces.MultiDiscrete) and arr.ndim == 2 \
         else space.shape
@@ -42,13 +57,12 @@ def _to_positions(action: Any, space: spaces.Space, n_users: int, config: EnvCon
 
 def _info(sim: Simulator, out: StepOutcome | None, index: int | slice) -> dict[str, Any]:
     """Copies of the candidates and the user state, and this step's response (arrays made fresh by the step)."""
-    info: dict[str, Any] = {"candidates": sim.candidates[index].copy(order="K"),
-                            "user_state": sim.state.snapshot(index)}
-    if out is not None:
-        info["click"], info["engagement"] = out.click[index], out.engagement[index]
-        info["position"], info["item"] = out.position[index], out.item[index]
-        info["slate"], info["session_ended"] = out.slate[index], out.session_ended[index]
-    return info
+    candidates, user_state = sim.candidates[index].copy(order="K"), sim.state.snapshot(index)
+    if out is None:
+        return {"candidates": candidates, "user_state": user_state}
+    return {"candidates": candidates, "user_state": user_state, "click": out.click[index],
+            "engagement": out.engagement[index], "position": out.position[index], "item": out.item[index],
+            "slate": out.slate[index], "session_ended": out.session_ended[index]}
 
 
 def _resolve(preset: str, config: EnvConfig | None, overrides: dict[str, Any]) -> EnvConfig:
@@ -115,6 +129,7 @@ class RecommendationEnv(gym.Env[np.ndarray, Any]):
         self.action_space = _action_space(self.config)
         self._last: StepOutcome | None = None
         self._terminated = True
+        self._single_positions = _single_positions(self.config)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -128,7 +143,7 @@ class RecommendationEnv(gym.Env[np.ndarray, Any]):
     def step(self, action: Any):
         if self._terminated:
             raise RuntimeError("the user has left: call reset() before step()")
-        positions = _to_positions(action, self.action_space, 1, self.config)
+        positions = _to_positions(action, self.action_space, 1, self.config, self._single_positions)
         sim = self.simulator
         out = sim.step(positions, self.np_random)
         self._encoder.record(sim.shown, out.click, out.engagement)

@@ -97,7 +97,7 @@ class ObservationEncoder:
     """Keeps each user's recent history and writes observations without per-user Python loops.
 
     The history is a ring buffer of ``H`` rows per user with a shared write position; an observation
-    copies it out oldest first, in two slices.
+    copies it out oldest first (one ``take`` for one user, two slices for many).
     """
 
     def __init__(self, layout: ObservationLayout, n_users: int, config: EnvConfig, catalog: Catalog):
@@ -106,10 +106,14 @@ class ObservationEncoder:
         self._observable = catalog.observable
         self._buffer = np.zeros((n_users, layout.history_length, layout.history_dim), np.float32)
         self._pos = layout.history_length - 1
+        h = layout.history_length
+        #: For each write position, the buffer rows oldest first: the rows after it, then those up to it.
+        self._oldest_first = [np.roll(np.arange(h), -(pos + 1)) for pos in range(h)]
         # Scales as arrays: cheaper operands than Python floats, and computed once.
         self._one = np.array(1.0, np.float32)
         self._inverse_length = np.array(1.0 / catalog.max_length, np.float32)
-        self._context_scale = np.array([[SESSION_STEP_SCALE], [config.session.horizon_days]], np.float32)
+        # Shaped like the context of one user, so that its division is a same-shape ufunc loop.
+        self._context_scale = np.array([[SESSION_STEP_SCALE, config.session.horizon_days]], np.float32)
         self._max_budget = np.array(config.user.max_budget, np.float32)
 
     def clear(self, mask: np.ndarray | None = None) -> None:
@@ -134,23 +138,38 @@ class ObservationEncoder:
         row[:, -2] = click
         np.minimum(engagement * self._inverse_length, self._one, out=row[:, -1])
 
+    def _history_into(self, out: np.ndarray) -> None:
+        """Copy the history, oldest first, into ``out`` ``(B, H, history_dim)``."""
+        if out.flags.c_contiguous:  # one user: a single ``take`` of the rows in order
+            self._buffer.take(self._oldest_first[self._pos], 1, out, "clip")
+            return
+        # The rows after the write position, then those up to it: two copies, no temporary.
+        start = self._pos + 1
+        older = self.layout.history_length - start
+        if older:
+            out[:, :older] = self._buffer[:, start:]
+        out[:, older:] = self._buffer[:, :start]
+
+    def _context_into(self, state: UserState, out: np.ndarray) -> None:
+        """Write the context (session step, day; scaled, capped at 1) into ``out`` ``(B, 2)``."""
+        if out.shape[0] == 1:  # one user: the two numbers are adjacent, work on them in place
+            context = out
+        else:  # many: build it users innermost, then write both columns at once
+            context = np.empty((2, out.shape[0]), np.float32).T
+        context[:, 0] = state.session_step
+        context[:, 1] = state.day
+        context /= self._context_scale
+        np.minimum(context, self._one, out=context)
+        if context is not out:
+            out[...] = context
+
     def encode(self, candidates: np.ndarray, state: UserState) -> np.ndarray:
         """A fresh ``(B, D)`` float32 array of observations."""
         lay, b = self.layout, candidates.shape[0]
         obs = np.empty((b, lay.size), np.float32)
-        # Oldest first: the rows after the write position, then those up to it.
-        history, start = obs[:, lay.history].reshape(b, lay.history_length, lay.history_dim), self._pos + 1
-        older = lay.history_length - start
-        if older:
-            history[:, :older] = self._buffer[:, start:]
-        history[:, older:] = self._buffer[:, :start]
+        self._history_into(obs[:, lay.history].reshape(b, lay.history_length, lay.history_dim))
         self._features(candidates, obs[:, lay.candidates].reshape(b, lay.n_candidates, lay.item_dim))
-        context = np.empty((2, b), np.float32)  # built users-innermost, then written as two columns
-        context[0] = state.session_step
-        context[1] = state.day
-        context /= self._context_scale
-        np.minimum(context, self._one, out=context)
-        obs[:, lay.context] = context.T
+        self._context_into(state, obs[:, lay.context])
         if lay.observe_user_state:
             t = lay.n_topics
             us = lay.user_state.start

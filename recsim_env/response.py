@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from recsim_env._cache import f32, per_config
+from recsim_env._cache import by_ndim, f32, per_config
 from recsim_env.config import ResponseConfig
 
 _ONE, _TWO = f32(1.0), f32(2.0)
@@ -17,9 +17,9 @@ def _constants(config: ResponseConfig) -> SimpleNamespace:
     sigma = config.engagement_noise
     return SimpleNamespace(
         # Weights of the negated watch logit, so the sigmoid needs no separate negation.
-        quality=f32(-config.watch_quality_weight), interest=f32(-config.watch_interest_weight),
-        satiation=f32(config.watch_satiation_weight), bias=f32(-config.watch_bias), one=_ONE,
-        sigma=f32(sigma), noise_shift=f32(-0.5 * sigma * sigma),
+        quality=f32(-config.watch_quality_weight),
+        match=by_ndim(np.array([-config.watch_interest_weight, config.watch_satiation_weight], np.float32)),
+        bias=f32(-config.watch_bias), one=_ONE, sigma=f32(sigma), noise_shift=f32(-0.5 * sigma * sigma),
     )
 
 
@@ -30,8 +30,26 @@ def watch_fraction(quality: np.ndarray, affinity: np.ndarray, boredom: np.ndarra
     Quality and interest keep the user watching; satiation with the item's topics cuts it short:
     ``sigmoid(wq quality + wi affinity - ws boredom + bias)``.
     """
+    match = np.stack(np.broadcast_arrays(affinity, boredom), axis=-1)
+    return watch_of_match(weighted_quality(quality, config), match, config)
+
+
+def weighted_quality(quality: np.ndarray, config: ResponseConfig) -> np.ndarray:
+    """The quality term of the negated watch logit: it depends on the item alone, so it can be computed once."""
+    return quality * _constants(config).quality
+
+
+def watch_of_match(quality_term: np.ndarray, match: np.ndarray, config: ResponseConfig) -> np.ndarray:
+    """``watch_fraction`` from ``weighted_quality`` and ``match (..., 2)`` (affinity, boredom).
+
+    One product weighs both topic terms; the sums run in the order of the formula, so the numbers
+    are those of the terms computed one by one.
+    """
     c = _constants(config)
-    negated_logit = quality * c.quality + affinity * c.interest + boredom * c.satiation + c.bias
+    terms = match * c.match[match.ndim]
+    negated_logit = quality_term + terms[..., 0] + terms[..., 1]
+    if c.bias:  # adding a zero bias could only flip the sign of a zero logit, which exp ignores
+        negated_logit = negated_logit + c.bias
     return c.one / (c.one + np.exp(negated_logit))
 
 

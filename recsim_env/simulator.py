@@ -13,7 +13,7 @@ import numpy as np
 
 from recsim_env import choice, dynamics, response
 from recsim_env.catalog import Catalog, make_catalog
-from recsim_env.config import EnvConfig
+from recsim_env.config import EnvConfig, ResponseConfig
 from recsim_env.users import UserState
 
 
@@ -51,27 +51,35 @@ class StepDraws:
     (as after ``reset(seed=...)``), so the same seed gives the same trajectory.
     """
 
-    def __init__(self, n_users: int, n_candidates: int, n_topics: int, n_items: int):
+    def __init__(self, n_users: int, n_candidates: int, n_topics: int, n_items: int, response_config: ResponseConfig):
         self.n_users, self.n_candidates, self.n_topics = n_users, n_candidates, n_topics
+        self._response_config = response_config
         self.steps = max(1, DRAW_BLOCK_USER_STEPS // max(n_users, 1))
         self._n_items = np.array(float(n_items))
         self._rng: np.random.Generator | None = None
         self._next = self.steps
 
-    def take(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One step's ``(3, B)`` float32 uniforms, ``(B, C)`` candidate ids and ``(T + 1, B)`` float32 normals."""
+    def take(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """One step's draws: float32 uniforms for choosing, leaving and returning ``(B,)`` each, the next
+        candidate ids ``(B, C)``, the engagement noise (mean-one lognormal factors) ``(B,)`` and float32
+        standard normals for the interest drift ``(B, T)``."""
         if rng is not self._rng or self._next == self.steps:
             self._fill(rng)
         i = self._next
         self._next = i + 1
-        return self._uniforms[i], self._candidates[i].T, self._normals[i]
+        return (self._choice[i], self._leave[i], self._return[i], self._candidates[i], self._engagement[i],
+                self._drift[i])
 
     def _fill(self, rng: np.random.Generator) -> None:
         # Quantities first, users innermost, like every batch array of the step.
         uniforms = rng.random((self.steps, 3 + self.n_candidates, self.n_users))
-        self._uniforms = uniforms[:, :3].astype(np.float32)  # compared with float32 probabilities
-        self._candidates = candidate_ids(uniforms[:, 3:], self._n_items)
-        self._normals = standard_normals(rng, (self.steps, self.n_topics + 1, self.n_users))
+        choice_leave_return = uniforms[:, :3].astype(np.float32)  # compared with float32 probabilities
+        self._choice, self._leave, self._return = (choice_leave_return[:, j] for j in range(3))
+        self._candidates = candidate_ids(uniforms[:, 3:], self._n_items).transpose(0, 2, 1)
+        normals = standard_normals(rng, (self.steps, self.n_topics + 1, self.n_users))
+        # Element by element, so a block gives the very numbers of one step at a time.
+        self._engagement = response.engagement_noise(normals[:, self.n_topics], self._response_config)
+        self._drift = normals[:, :self.n_topics].transpose(0, 2, 1)
         self._rng, self._next = rng, 0
 
 
@@ -93,12 +101,13 @@ def standard_normals(rng: np.random.Generator, shape: tuple[int, ...]) -> np.nda
 
 
 @lru_cache(maxsize=16)
-def _position_of_outcome(k: int) -> np.ndarray:
-    """Outcome (``0..K``, ``K`` = no click) -> slate position (``-1`` for no click), as a lookup table."""
+def _outcome_tables(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` as a 0-d array (a cheaper ufunc operand than an int), and outcome (``0..K``, ``K`` = no
+    click) -> slate position (``-1`` for no click) as a lookup table."""
     table = np.arange(k + 1)
     table[k] = -1
     table.flags.writeable = False
-    return table
+    return np.array(k), table
 
 
 def candidate_ids(uniforms: np.ndarray, n_items: np.ndarray) -> np.ndarray:
@@ -109,6 +118,28 @@ def candidate_ids(uniforms: np.ndarray, n_items: np.ndarray) -> np.ndarray:
     ``rng.integers``. With replacement: a repeat among 10 of 1,000+ items is rare and harmless.
     """
     return (uniforms * n_items).astype(np.int64)
+
+
+#: Rows of the item table (``Simulator._item_columns``): the item's own numbers, then its topic mixture.
+APPEAL, QUALITY, LENGTH, APPEAL_TERM, QUALITY_TERM, FEATURES = range(6)
+
+
+def _item_columns(catalog: Catalog, config: EnvConfig, paired: bool) -> np.ndarray:
+    """Everything the step reads about an item, ``(6 + T, n_items)``, so one gather fetches a whole slate.
+
+    Rows: appeal, quality, length, the item's own terms of the click score and of the watch logit
+    (the same products every step), then the features (T). ``paired`` stores the features twice, so
+    that for one user and one item they already have the shape of the user's (interest, satiation)
+    and ``choice.match`` multiplies equal shapes instead of broadcasting. Stored by column so that
+    the gathered ``(B, K, rows)`` array has users innermost, like every batch array here.
+    """
+    appeal, quality = catalog.appeal.astype(np.float32), catalog.quality.astype(np.float32)
+    features = catalog.features.T.astype(np.float32)
+    return np.concatenate([
+        np.stack([appeal, quality, catalog.length.astype(np.float32),
+                  choice.weighted_appeal(appeal, config.choice), response.weighted_quality(quality, config.response)]),
+        *([features] * (2 if paired else 1)),
+    ], axis=0)
 
 
 class Simulator:
@@ -123,16 +154,13 @@ class Simulator:
         #: The item each user responded to in the last step: the clicked one, or the top of the slate.
         self.shown = np.zeros(n_users, np.int64)
         cat = self.catalog
-        # Everything the step reads about an item, so one gather fetches a whole slate; stored by column
-        # so that the gathered ``(B, K, T + 3)`` array has users innermost, like every batch array here.
-        self._item_columns = np.concatenate(
-            [cat.features, cat.appeal[:, None], cat.quality[:, None], cat.length[:, None]], axis=1, dtype=np.float32
-        ).T.copy()
+        self._paired = n_users == 1 and config.slate_size == 1
+        self._item_columns = _item_columns(cat, config, self._paired)
         self._rows = np.arange(n_users)
         self._row_column = self._rows[:, None]
         self._n_items = np.array(float(cat.n_items))
         self._n_topics = cat.n_topics
-        self._draws = StepDraws(n_users, config.n_candidates, cat.n_topics, cat.n_items)
+        self._draws = StepDraws(n_users, config.n_candidates, cat.n_topics, cat.n_items, config.response)
 
     def reset(self, rng: np.random.Generator, mask: np.ndarray | None = None) -> None:
         """Draw new users (all, or the rows in ``mask``) and their first candidates."""
@@ -144,8 +172,22 @@ class Simulator:
             self.candidates[mask] = candidate_ids(uniforms, self._n_items)
 
     def _gather(self, items: np.ndarray) -> np.ndarray:
-        """Item ids ``(B, K)`` -> their features, appeal, quality and length ``(B, K, T + 3)``."""
+        """Item ids ``(B, K)`` -> their rows of the item table ``(B, K, rows)`` (see ``_item_columns``)."""
         return self._item_columns.take(items.T, axis=1).T
+
+    def _match(self, items: np.ndarray, topics: np.ndarray) -> np.ndarray:
+        """Affinity and boredom ``(B, K, 2)`` of the gathered ``items`` for users' ``topics (B, 2, T)``."""
+        t = self._n_topics
+        if self._paired:
+            b, k, _ = items.shape
+            return choice.match(items[..., FEATURES:FEATURES + 2 * t].reshape(b, k, 2, t), topics)
+        return choice.match(items[..., FEATURES:FEATURES + t], topics)
+
+    def _pick(self, values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """``values (B, C)`` at each user's ``positions (B, K)``."""
+        if values.shape[0] == 1:
+            return values.take(positions)  # one user: the positions index its only row
+        return values[self._row_column, positions]
 
     def _at(self, values: np.ndarray, position: np.ndarray) -> np.ndarray:
         """``values (B, K, ...)`` at each user's slate ``position (B,)``, keeping users innermost."""
@@ -154,47 +196,51 @@ class Simulator:
         return values.T[..., position, self._rows].T
 
     def _respond(self, click: np.ndarray, position: np.ndarray, items: np.ndarray, match: np.ndarray,
-                 noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Topics ``(B, T)``, quality, engagement and satisfaction of what each user consumed; zeros
-        for a user who clicked nothing."""
+                 noise: np.ndarray) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """How many users clicked, and the topics ``(B, T)``, quality, engagement and satisfaction of
+        what each user consumed; zeros for a user who clicked nothing. ``noise``: lognormal factors."""
         n, t = click.shape[0], self._n_topics
-        if not np.count_nonzero(click):  # nobody clicked (about half the steps of a single user)
-            return np.zeros((t, n), np.float32).T, np.zeros(n, np.float32), np.zeros(n, np.float32), \
-                np.zeros(n, np.float32)
-        clicked = click.astype(np.float32)
-        affinity, boredom = self._at(match, position).T
-        consumed = self._at(items, position) * clicked[:, None]  # the item's row, zeros without a click
-        quality = consumed[:, t + 1]
-        watch = response.watch_fraction(quality, affinity, boredom, self.config.response)
-        engagement = consumed[:, t + 2] * watch * response.engagement_noise(noise, self.config.response)
-        satisfaction = response.satisfaction_from_watch(watch) * clicked
-        return consumed[:, :t], quality, engagement, satisfaction
+        clicks = np.count_nonzero(click)
+        if not clicks:  # nobody clicked (about half the steps of a single user)
+            return 0, (np.zeros((t, n), np.float32).T, np.zeros(n, np.float32), np.zeros(n, np.float32),
+                       np.zeros(n, np.float32))
+        consumed = self._at(items, position)  # the item's row
+        clicked = None if clicks == n else click.astype(np.float32)
+        if clicked is not None:  # zeros without a click (with everyone clicking, a product by one)
+            consumed = consumed * clicked[:, None]
+        watch = response.watch_of_match(consumed[:, QUALITY_TERM], self._at(match, position), self.config.response)
+        engagement = consumed[:, LENGTH] * watch * noise
+        satisfaction = response.satisfaction_from_watch(watch)
+        if clicked is not None:
+            satisfaction *= clicked
+        return clicks, (consumed[:, FEATURES:FEATURES + t], consumed[:, QUALITY], engagement, satisfaction)
 
     def step(self, positions: np.ndarray, rng: np.random.Generator) -> StepOutcome:
         """Show each user the candidates at ``positions`` ``(B, K)``; the user responds; state moves."""
-        cfg, st, t, k = self.config, self.state, self._n_topics, positions.shape[1]
-        slate = self.candidates[self._row_column, positions]
-        items = self._gather(slate)  # (B, K, T + 3): features, appeal, quality, length
-        match = choice.match(items[..., :t], st.topics)  # (B, K, 2): affinity, boredom
-        scores = choice.click_scores(match[..., 0], match[..., 1], items[..., t], cfg.choice)
-        probs = choice.outcome_probabilities(scores, cfg.choice, choice.duplicate_mask(slate) if k > 1 else None)
-        uniforms, next_candidates, normals = self._draws.take(rng)
-        choice_u, leave_u, return_u = uniforms
+        cfg, st, k = self.config, self.state, positions.shape[1]
+        slate = self._pick(self.candidates, positions)
+        items = self._gather(slate)  # (B, K, rows): see ``_item_columns``
+        match = self._match(items, st.topics)  # (B, K, 2): affinity, boredom
+        probs = choice.slate_probabilities(match, items[..., APPEAL_TERM], cfg.choice,
+                                           choice.duplicate_mask(slate) if k > 1 else None)
+        choice_u, leave_u, return_u, next_candidates, engagement_noise, interest_noise = self._draws.take(rng)
         outcome = choice.sample_outcome(probs, choice_u)
-        click = outcome < k
-        position = outcome * click  # the clicked position, or the top of the slate without a click
+        n_shown, position_of = _outcome_tables(k)
+        click = outcome < n_shown
+        # The clicked position, or the top of the slate without a click (a slate of one has only the top).
+        position = outcome * click if k > 1 else outcome
         shown = self._at(slate, position)
-        consumed, quality, engagement, satisfaction = self._respond(click, position, items, match, normals[t])
-        interest_noise = normals[:t].T
+        clicks, (consumed, quality, engagement, satisfaction) = self._respond(click, position, items, match,
+                                                                             engagement_noise)
         left = dynamics.advance(st, cfg.user, click, consumed, quality, engagement, satisfaction, interest_noise,
-                                leave_u)
+                                leave_u, n_clicked=clicks)
         terminated = left
         if cfg.session.multi_session and left.any():
             returned, _ = dynamics.start_next_session(st, cfg.user, cfg.session, left, return_u, interest_noise)
             terminated = left & ~returned
         self.candidates = next_candidates
         self.shown = shown
-        out = StepOutcome(slate=slate, probabilities=probs, position=_position_of_outcome(k).take(outcome),
+        out = StepOutcome(slate=slate, probabilities=probs, position=position_of.take(outcome),
                           item=np.where(click, shown, _NONE), click=click, engagement=engagement,
                           satisfaction=satisfaction, quality=quality, session_ended=left, terminated=terminated,
                           reward=engagement)
@@ -219,11 +265,11 @@ class Simulator:
 
         The same functions as ``step``, so the numbers agree with it up to float32 rounding.
         """
-        t = self._n_topics
         rows = self._gather(items)
-        match = choice.match(rows[..., :t], np.stack((interest, satiation), axis=1).astype(np.float32, copy=False))
+        topics = np.stack((interest, satiation), axis=1).astype(np.float32, copy=False)
+        match = choice.match(rows[..., FEATURES:FEATURES + self._n_topics], topics)
         affinity, boredom = match[..., 0], match[..., 1]
-        scores = choice.click_scores(affinity, boredom, rows[..., t], self.config.choice)
+        scores = choice.click_scores(affinity, boredom, rows[..., APPEAL], self.config.choice)
         p_click = choice.outcome_probabilities(scores.reshape(-1, 1), self.config.choice)[:, 0]
         return affinity, boredom, p_click.reshape(items.shape)
 
