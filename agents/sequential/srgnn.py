@@ -2,14 +2,12 @@
 
 Wu et al., *Session-based Recommendation with Graph Neural Networks* (AAAI 2019). Each history
 becomes a small directed graph whose nodes are its distinct items and whose edges are the observed
-transitions, so an item visited twice is one node with both contexts. A gated graph layer
-(``torch_geometric.nn.GatedGraphConv``: messages from predecessors, mean-aggregated as SR-GNN's
-normalised adjacency, then a GRU update) refines the item embeddings; a soft-attention readout
-conditioned on the last item gives the session vector, combined with the last item's own vector.
-Logits are dot products with the item embeddings (full-softmax cross-entropy, as the recurrent model).
-
-Differences from the paper: one message weight for incoming edges only (SR-GNN also passes messages
-along outgoing edges with a second weight), to stay on the stock PyG layer.
+transitions, so an item visited twice is one node with both contexts. A gated graph layer refines
+the item embeddings as in the paper: messages from predecessors and from successors, each with its
+own weight and mean-aggregated (SR-GNN's normalised in- and out-adjacency), concatenated and fed
+to a GRU cell. A soft-attention readout conditioned on the last item gives the session vector,
+combined with the last item's own vector. Logits are dot products with the item embeddings
+(full-softmax cross-entropy, as the recurrent model).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch_geometric.nn import GatedGraphConv
+from torch_geometric.nn import MessagePassing
 
 from agents.sequential.base import Batch, NextItemModel, dot_scores, next_item_loss
 from recsim_env.config import Validated, bounded
@@ -65,6 +63,24 @@ def session_graphs(items: np.ndarray, lengths: np.ndarray) -> SessionGraphs:
     return SessionGraphs(nodes % base, edge_index, alias)
 
 
+class BidirectionalGatedGraphConv(MessagePassing):
+    """SR-GNN's gated layer: ``a = [mean_in(W_in h); mean_out(W_out h)]``, then ``h = GRU(a, h)``, ``steps`` times."""
+
+    def __init__(self, dim: int, steps: int):
+        super().__init__(aggr="mean")
+        self.steps = steps
+        self.w_in, self.w_out = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.gru = nn.GRUCell(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        reverse = edge_index.flip(0)
+        for _ in range(self.steps):
+            incoming = self.propagate(edge_index, x=self.w_in(x))  # from each node's predecessors
+            outgoing = self.propagate(reverse, x=self.w_out(x))  # from its successors
+            x = self.gru(torch.cat([incoming, outgoing], dim=1), x)
+        return x
+
+
 def prefixes(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every prefix of a training batch that has a next item: ``(P, L)`` items, lengths, targets."""
     assert batch.targets is not None, "a training batch needs targets"
@@ -88,7 +104,7 @@ class SRGNN(NextItemModel):
         nn.init.normal_(self.embedding.weight, std=d ** -0.5)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
-        self.ggnn = GatedGraphConv(d, num_layers=config.steps, aggr="mean")
+        self.ggnn = BidirectionalGatedGraphConv(d, config.steps)
         self.w_last = nn.Linear(d, d, bias=False)
         self.w_node = nn.Linear(d, d)
         self.q = nn.Linear(d, 1, bias=False)

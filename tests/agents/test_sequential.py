@@ -245,3 +245,20 @@ def test_sequence_models_beat_popularity_on_held_out_simulated_users():
         hr[kind] = evaluate(trained.model, cases, 50, exclude_history=False, ks=(10,))["HR@10"]
     # 20,761 cases: the standard error of each HR@10 is about 0.002
     assert hr["lstm"] > hr["popularity"] + 0.005 and hr["gcn"] > hr["popularity"] + 0.005, hr
+
+
+def test_srgnn_layer_passes_messages_along_both_edge_directions():
+    import torch
+
+    from agents.sequential.srgnn import BidirectionalGatedGraphConv
+
+    torch.manual_seed(0)
+    layer = BidirectionalGatedGraphConv(4, steps=1)
+    x, edges = torch.randn(3, 4), torch.tensor([[0], [1]])  # 0 -> 1; node 2 is alone
+    moved_successor, moved_predecessor = x.clone(), x.clone()
+    moved_successor[1] += 1.0
+    moved_predecessor[0] += 1.0
+    base = layer(x, edges)
+    assert not torch.allclose(layer(moved_successor, edges)[0], base[0])  # 0 hears from its successor
+    assert not torch.allclose(layer(moved_predecessor, edges)[1], base[1])  # 1 hears from its predecessor
+    assert torch.allclose(layer(moved_successor, edges)[2], base[2])  # no edge, no message
