@@ -2,7 +2,7 @@
 
     python -m benchmarks.seqrec --data PATH [--format lines|pairs|movielens|csv|log] [--out DIR]
         [--models popularity,lstm,gcn] [--epochs N] [--seed S] [--negatives FILE] [--threads T]
-        [--time-budget SECONDS]
+        [--time-budget SECONDS] [--loss ce|bce]
     python -m benchmarks.seqrec --simulate myopic [--users 10000] [--patience 8] [--out DIR] ...
 
 Protocol (S3-Rec, CIKM 2020, as published with its Beauty and LastFM files): leave-one-out per user,
@@ -14,7 +14,9 @@ the data file's user order). Popularity counts the whole file as in the publishe
 (``--popularity-counts train`` counts the training part only); ties rank pessimistically.
 Each trained model gets ``--time-budget`` seconds of training (default 13 minutes, so that fitting
 and testing one model stays within 15 minutes on a 2-core machine); on a busy machine that may end
-training early, which ``results.md`` reports per model.
+training early, which ``results.md`` reports per model. ``--loss`` picks the training objective of
+the trained models: full-softmax cross-entropy (``ce``, the default) or the binary cross-entropy
+against one sampled negative (``bce``) that the published baselines were trained with.
 
 ``--simulate POLICY`` writes an interaction log of ``--users`` simulated users under that behaviour
 policy to ``DIR/log.parquet`` and evaluates on held-out users instead: ``--holdout`` of the users
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from agents.sequential.base import OBJECTIVES
 from recsim_env.io import atomic_write_text, progress_enabled
 from recsim_env.logs import (
     FORMATS, EvalSet, Sequences, Split, holdout_split, leave_last_out, load_sequences, sample_negatives,
@@ -76,6 +79,7 @@ class SeqRecConfig:
     kcore: int = 0
     threads: int = 1
     time_budget: float = 780.0
+    loss: str = "ce"
     simulate: str | None = None
     users: int = 10_000
     holdout: float = 0.2
@@ -151,7 +155,8 @@ def run(cfg: SeqRecConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     for name in tqdm(cfg.models, desc="models", disable=not progress):
         start = time.perf_counter()
         train_fields = {**DEFAULTS[name]["train"], "seed": cfg.seed, "max_len": cfg.max_len,
-                        "exclude_history": exclude_history, "max_seconds": cfg.time_budget}
+                        "exclude_history": exclude_history, "max_seconds": cfg.time_budget,
+                        "loss": cfg.loss}
         if cfg.epochs is not None:
             train_fields["epochs"] = cfg.epochs
         if cfg.patience is not None:
@@ -193,7 +198,7 @@ def report(results: dict[str, Any], record: dict[str, Any]) -> str:
              "|---|---|---|---|---|"]
     for name, m in record["models"].items():
         trained = m["stopped_by"] != "not trained"
-        fitted = {k: m["train"][k] for k in ("lr", "batch_size", "patience")} if trained else {}
+        fitted = {k: m["train"][k] for k in ("lr", "batch_size", "patience", "loss")} if trained else {}
         hyper = {**(m["config"] or {}), **fitted}
         valid = f"{m['valid_ndcg10']:.4f}" if m["best_epoch"] else "-"
         epochs = f"{m['best_epoch']} / {len(m['epochs'])} ({m['stopped_by']})" if m["best_epoch"] else "-"
@@ -223,6 +228,9 @@ def parse_args(argv: list[str] | None) -> SeqRecConfig:
                              "up to 10x slower per batch while other processes ran)")
     parser.add_argument("--time-budget", type=float, default=defaults.time_budget,
                         help="seconds of training per model; stops before an epoch would overrun (0: none)")
+    parser.add_argument("--loss", choices=OBJECTIVES, default=defaults.loss,
+                        help="training objective: full-softmax cross-entropy, or binary cross-entropy against one "
+                             "sampled negative as the published baselines")
     parser.add_argument("--users", type=int, default=defaults.users, help="simulated users (with --simulate)")
     parser.add_argument("--holdout", type=float, default=defaults.holdout, help="share of simulated users held out")
     parser.add_argument("--env-id", default=defaults.env_id)

@@ -63,8 +63,8 @@ class NextItemModel(nn.Module):
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config) if self.config is not None else {}
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        """Mean cross-entropy of the next item at every position with a target."""
+    def loss(self, batch: Batch, objective: str = "ce") -> torch.Tensor:
+        """Mean next-item loss at every position with a target (see :func:`next_item_loss`)."""
         raise NotImplementedError(f"{type(self).__name__} is not trained by gradient descent")
 
     def score(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,12 +82,37 @@ def dot_scores(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
     return torch.einsum("bd,bnd->bn", states, table[candidates]) + bias[candidates]
 
 
-def next_item_loss(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
-                   targets: torch.Tensor) -> torch.Tensor:
-    """Full-softmax cross-entropy of the targets (items ``1..n``) over every real item.
+OBJECTIVES = ("ce", "bce")
 
-    The padding item is left out of the softmax rather than masked, which spares a copy of the
-    ``(targets, n_items)`` logits; the bias is fused into the matrix product for the same reason.
+
+def other_items(targets: torch.Tensor, n_items: int) -> torch.Tensor:
+    """One item per target, uniform over the items ``1..n_items`` other than that target."""
+    if n_items < 2:
+        raise ValueError(f"n_items={n_items}: drawing an item other than the target needs at least 2 items")
+    draws = torch.randint(1, n_items, targets.shape)
+    return draws + (draws >= targets)
+
+
+def next_item_loss(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
+                   targets: torch.Tensor, objective: str = "ce") -> torch.Tensor:
+    """Next-item loss of the targets (items ``1..n``).
+
+    ``ce``: full-softmax cross-entropy over every real item. The padding item is left out of the
+    softmax rather than masked, which spares a copy of the ``(targets, n_items)`` logits; the bias is
+    fused into the matrix product for the same reason.
+
+    ``bce``: binary cross-entropy of the target against one negative drawn uniformly from the other
+    items (torch's global generator, seeded by the training loop), the objective of SASRec and of
+    the S3-Rec code behind the published Beauty and LastFM tables. It trains for sampled metrics and
+    ranks the whole catalogue worse than ``ce``.
     """
-    logits = torch.addmm(bias[1:], states, table[1:].T)
-    return nn.functional.cross_entropy(logits, targets - 1)
+    if objective == "ce":
+        logits = torch.addmm(bias[1:], states, table[1:].T)
+        return nn.functional.cross_entropy(logits, targets - 1)
+    if objective != "bce":
+        raise ValueError(f"objective={objective!r}: allowed {', '.join(OBJECTIVES)}")
+    pairs = torch.stack([targets, other_items(targets, table.shape[0] - 1)], dim=1)
+    logits = torch.einsum("bd,bkd->bk", states, table[pairs]) + bias[pairs]
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1.0
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(1).mean()

@@ -3,7 +3,7 @@
 User and item embeddings are smoothed over the bipartite interaction graph by parameter-free,
 symmetrically normalised propagation, and a user's score for an item is the dot product of their
 layer-averaged embeddings. It ignores order, so it is the non-sequential graph baseline beside the
-session-graph model. Trained here with full-softmax cross-entropy over items, like the other models.
+session-graph model. Trained here like the other models (full-softmax cross-entropy over items by default).
 
 A user the graph has never seen (a held-out user, a fresh user in the simulator) is folded in: their
 layer-0 embedding is taken as zero and each further layer aggregates their history items' embeddings
@@ -95,12 +95,12 @@ class LightGCN(NextItemModel):
             vectors[unseen] = torch.stack(folded).sum(0) / len(item_layers)
         return vectors, items_final
 
-    def loss(self, batch: Batch) -> torch.Tensor:
+    def loss(self, batch: Batch, objective: str = "ce") -> torch.Tensor:
         assert batch.targets is not None and batch.users is not None, "a training batch needs targets and users"
         every = torch.cat([batch.items[:, :1], batch.targets], dim=1)  # the user's items in this batch
         rows, cols = torch.nonzero(every > 0, as_tuple=True)
         vectors, items_final = self._user_vectors(batch)
-        return next_item_loss(vectors[rows], items_final, self.bias, every[rows, cols])
+        return next_item_loss(vectors[rows], items_final, self.bias, every[rows, cols], objective)
 
     def score(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
         vectors, items_final = self._user_vectors(batch)

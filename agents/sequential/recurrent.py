@@ -2,7 +2,8 @@
 
 Items are embedded, a recurrent encoder reads the history, and the state after each item is
 projected back into the item-embedding space, where a dot product with every item (plus a per-item
-bias) gives next-item logits trained with full-softmax cross-entropy. Sharing the input and output
+bias) gives next-item logits trained with full-softmax cross-entropy (by default; ``TrainConfig.loss``
+``"bce"`` gives the one-negative objective of the published baselines). Sharing the input and output
 item embeddings halves the parameters, which matters on sparse data where most items are seen a
 handful of times.
 """
@@ -62,11 +63,11 @@ class RecurrentRecommender(NextItemModel):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=items.shape[1])
         return self.project(self.dropout(out))
 
-    def loss(self, batch: Batch) -> torch.Tensor:
+    def loss(self, batch: Batch, objective: str = "ce") -> torch.Tensor:
         assert batch.targets is not None, "a training batch needs targets"
         states = self.states(batch.items, batch.lengths)
         mask = batch.targets > 0
-        return next_item_loss(states[mask], self.embedding.weight, self.bias, batch.targets[mask])
+        return next_item_loss(states[mask], self.embedding.weight, self.bias, batch.targets[mask], objective)
 
     def score(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
         states = self.states(batch.items, batch.lengths)

@@ -7,7 +7,7 @@ the item embeddings as in the paper: messages from predecessors and from success
 own weight and mean-aggregated (SR-GNN's normalised in- and out-adjacency), concatenated and fed
 to a GRU cell. A soft-attention readout conditioned on the last item gives the session vector,
 combined with the last item's own vector. Logits are dot products with the item embeddings
-(full-softmax cross-entropy, as the recurrent model).
+(full-softmax cross-entropy by default, as the recurrent model; see ``TrainConfig.loss``).
 """
 
 from __future__ import annotations
@@ -124,9 +124,10 @@ class SRGNN(NextItemModel):
         pooled = (alpha * seq * mask).sum(dim=1)
         return self.dropout(self.w_out(torch.cat([last, pooled], dim=1)))
 
-    def loss(self, batch: Batch) -> torch.Tensor:
+    def loss(self, batch: Batch, objective: str = "ce") -> torch.Tensor:
         items, lengths, targets = prefixes(batch)
-        return next_item_loss(self.session_vectors(items, lengths), self.embedding.weight, self.bias, targets)
+        return next_item_loss(self.session_vectors(items, lengths), self.embedding.weight, self.bias, targets,
+                              objective)
 
     def score(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
         return dot_scores(self.session_vectors(batch.items, batch.lengths), self.embedding.weight, self.bias,

@@ -1,7 +1,9 @@
 """The one training loop and the ranking evaluation shared by every next-item model.
 
-Training: Adam on full-softmax cross-entropy, shuffled padded batches from a seeded numpy generator,
-dropout from a seeded torch generator (``torch.manual_seed``), so a run is repeatable on CPU.
+Training: Adam on full-softmax cross-entropy (or the one-negative binary cross-entropy of the
+published baselines, ``loss="bce"``), shuffled padded batches from a seeded numpy generator,
+dropout and ``bce`` negatives from torch's generator seeded with ``torch.manual_seed``, so a run is
+repeatable on CPU.
 After each epoch the model ranks the validation targets against the whole catalogue; the epoch with
 the best validation NDCG@10 is kept, training stops after ``patience`` epochs without improvement
 (or, with ``max_seconds``, before an epoch that would overrun the time budget: on a shared machine
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.sequential.base import Batch, NextItemModel
+from agents.sequential.base import OBJECTIVES, Batch, NextItemModel
 from recsim_env.config import Validated, bounded
 from recsim_env.io import progress_enabled
 from recsim_env.logs import EvalSet, Sequences, training_batches
@@ -43,6 +45,12 @@ class TrainConfig(Validated):
     max_seconds: float = bounded(0.0, ge=0.0, le=1e9, doc="stop before an epoch that would end past this "
                                  "many seconds of training (0: no limit)")
     exclude_history: bool = True
+    loss: str = "ce"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss not in OBJECTIVES:
+            raise ValueError(f"TrainConfig.loss={self.loss!r}: allowed {', '.join(map(repr, OBJECTIVES))}")
 
 
 @dataclass
@@ -116,7 +124,7 @@ def train(model: NextItemModel, train_seqs: Sequences, valid: EvalSet, config: T
         model.train()
         losses = []
         for chunk in training_batches(train_seqs, config.batch_size, config.max_len, rng):
-            loss = model.loss(Batch.for_training(chunk))
+            loss = model.loss(Batch.for_training(chunk), config.loss)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -1,5 +1,7 @@
 """Sequential recommenders: they learn, they are repeatable, they save and load, they act in the env."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
 import agents
+from agents.sequential.base import next_item_loss, other_items
 from agents.sequential.checkpoint import CheckpointError, TrainedModel, fit
 from agents.sequential.policy import SequentialPolicy
 from agents.sequential.srgnn import session_graphs
@@ -37,12 +40,13 @@ def cycles() -> Sequences:
     return Sequences.from_interactions(users, items % 20 + 1)
 
 
-@pytest.mark.parametrize("kind, config", [("lstm", None), ("lstm", {"cell": "gru"}), ("gcn", None)])
-def test_sequence_models_learn_a_deterministic_pattern(cycles, kind, config):
+@pytest.mark.parametrize("kind, config, loss", [("lstm", None, "ce"), ("lstm", {"cell": "gru"}, "ce"),
+                                               ("gcn", None, "ce"), ("lstm", None, "bce"), ("gcn", None, "bce")])
+def test_sequence_models_learn_a_deterministic_pattern(cycles, kind, config, loss):
     split = leave_last_out(cycles)
-    trained, result = fit(kind, split.train, split.valid, config, FAST, progress=False)
+    trained, result = fit(kind, split.train, split.valid, config, replace(FAST, loss=loss), progress=False)
     test = evaluate(trained.model, split.test, 50, exclude_history=False, ks=(1,))
-    assert test["HR@1"] >= 0.95, (kind, config, result.epochs[-1])
+    assert test["HR@1"] >= 0.95, (kind, config, loss, result.epochs[-1])
     pop, _ = fit("popularity", split.train, split.valid, train_config=FAST)
     assert evaluate(pop.model, split.test, 50, exclude_history=False, ks=(1,))["HR@1"] < 0.2
 
@@ -77,6 +81,61 @@ def test_training_stops_on_patience_or_time_budget(cycles):
     _, result = fit("lstm", split.train, split.valid, None, TrainConfig(epochs=50, lr=1e-5, patience=1),
                     progress=False)
     assert result.stopped_by == "patience" and len(result.epochs) == result.best_epoch + 1 < 50
+
+
+def with_last_items_changed(seqs: Sequences, from_end: int) -> Sequences:
+    """``seqs`` with the item ``from_end`` places from each user's end replaced by another item."""
+    ends = np.cumsum(seqs.lengths) - from_end
+    items = seqs.items.copy()
+    items[ends] = items[ends] % seqs.n_items + 1
+    return Sequences.from_interactions(seqs.row_of_each(), items)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gcn", "lightgcn"])
+def test_test_and_validation_items_never_reach_the_gradients(cycles, kind):
+    """The leak check: other test items leave every trained weight unchanged, bit for bit; other
+    validation items leave every epoch's training loss unchanged (they only pick the epoch)."""
+    config = TrainConfig(epochs=3, batch_size=64, patience=3)
+    split = leave_last_out(cycles)
+    trained, result = fit(kind, split.train, split.valid, None, config, progress=False)
+    for from_end in (1, 2):
+        changed = leave_last_out(with_last_items_changed(cycles, from_end))
+        assert not np.array_equal((changed.test if from_end == 1 else changed.valid).targets,
+                                  (split.test if from_end == 1 else split.valid).targets)
+        other, other_result = fit(kind, changed.train, changed.valid, None, config, progress=False)
+        assert [e["loss"] for e in other_result.epochs] == [e["loss"] for e in result.epochs]
+        if from_end == 1:
+            for (name, a), b in zip(trained.model.state_dict().items(), other.model.state_dict().values()):
+                assert torch.equal(a, b), name
+
+
+def test_bce_negatives_are_uniform_over_the_other_items():
+    torch.manual_seed(0)
+    targets = torch.randint(1, 6, (60_000,))
+    negatives = other_items(targets, 5)
+    assert not (negatives == targets).any() and negatives.min() == 1 and negatives.max() == 5
+    counts = torch.bincount(negatives[targets == 3], minlength=6)[1:].float()
+    assert counts[2] == 0 and torch.allclose(counts[[0, 1, 3, 4]] / counts.sum(), torch.tensor(0.25), atol=0.01)
+    with pytest.raises(ValueError, match="at least 2 items"):
+        other_items(torch.tensor([1]), 1)
+
+
+def test_bce_loss_is_the_published_one_negative_objective():
+    """-log sigmoid(target logit) - log(1 - sigmoid(negative logit)), averaged over targets."""
+    states, table, bias = torch.randn(4, 3), torch.randn(7, 3), torch.randn(7)
+    targets = torch.tensor([1, 6, 3, 3])
+    torch.manual_seed(5)
+    loss = next_item_loss(states, table, bias, targets, "bce")
+    torch.manual_seed(5)
+    negatives = other_items(targets, 6)
+    pos = (states * table[targets]).sum(1) + bias[targets]
+    neg = (states * table[negatives]).sum(1) + bias[negatives]
+    expected = -(torch.nn.functional.logsigmoid(pos) + torch.nn.functional.logsigmoid(-neg)).mean()
+    assert torch.allclose(loss, expected)
+    with pytest.raises(ValueError, match="objective='bpr'"):
+        next_item_loss(states, table, bias, targets, "bpr")
+    with pytest.raises(ValueError, match="TrainConfig.loss='bpr'"):
+        TrainConfig(loss="bpr")
 
 
 def test_popularity_breaks_ties_by_lower_item_id():

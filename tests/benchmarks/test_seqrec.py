@@ -44,6 +44,26 @@ def test_cli_writes_results_in_the_documented_structure(tmp_path, capsys):
     assert json.loads((tmp_path / "results.json").read_text()) == results
 
 
+def test_cli_trains_identically_whatever_the_test_items(tmp_path):
+    """The leak check of the published-protocol pipeline: with every user's last item changed, each
+    epoch's training loss and validation NDCG@10 stay the same, and only the test scores move."""
+    lines = (DATA / "toy_sequences.txt").read_text().splitlines()
+    changed = tmp_path / "changed.txt"
+    changed.write_text("".join(" ".join(f[:-1] + [str(int(f[-1]) % 130 + 1)]) + "\n" for f in map(str.split, lines)))
+    runs = []
+    for path, name in ((DATA / "toy_sequences.txt", "original"), (changed, "changed")):
+        argv = ["--data", str(path), "--format", "lines", "--out", str(tmp_path / name), "--models", "lstm,gcn",
+                "--epochs", "3", "--patience", "3", "--loss", "bce", "--threads", "1"]
+        assert seqrec.main(argv) == 0
+        runs.append([json.loads((tmp_path / name / f).read_text()) for f in ("run.json", "results.json")])
+    (run, results), (changed_run, changed_results) = runs
+    for model in ("lstm", "gcn"):
+        assert run["models"][model]["train"]["loss"] == "bce"
+        strip = [{k: e[k] for k in ("loss", "NDCG@10")} for e in run["models"][model]["epochs"]]
+        assert strip == [{k: e[k] for k in ("loss", "NDCG@10")} for e in changed_run["models"][model]["epochs"]]
+        assert results[model]["full"] != changed_results[model]["full"]
+
+
 def test_cli_on_a_simulated_log(tmp_path):
     argv = ["--simulate", "random", "--users", "150", "--out", str(tmp_path), "--models", "popularity,gcn",
             "--epochs", "1", "--threads", "1"]
@@ -56,6 +76,7 @@ def test_cli_on_a_simulated_log(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--data", "x.txt", "--models", "sasrec"], "--models"),
     (["--data", "x.txt", "--epochs", "0"], "--epochs"),
+    (["--data", "x.txt", "--loss", "bpr"], "--loss"),
     (["--models", "lstm"], "one of the arguments --data --simulate is required"),
     (["--simulate", "random", "--holdout", "1.5"], "--holdout"),
 ])
