@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from agents.base import Recommender
+from agents.episodes import EpisodeLog
 from agents.schedules import LinearSchedule
 from recsim_env.config import Validated, bounded
 from recsim_env.io import atomic_write, progress_enabled
@@ -108,10 +109,12 @@ class QLearningConfig(Validated):
 
 @dataclass
 class TrainingLog:
-    """Returns of the training episodes, in the order they ended, and periodic evaluations."""
+    """Returns of the training episodes, in the order they ended and in the order they began (without
+    those cut short by the end of training, see :mod:`agents.episodes`), and periodic evaluations."""
 
     episode_returns: list[float] = field(default_factory=list)
     evaluations: list[tuple[int, float]] = field(default_factory=list)
+    curve_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class TabularQLearning(Recommender):
@@ -157,6 +160,7 @@ class TabularQLearning(Recommender):
         states = ab.states(obs)
         returns = np.zeros(n)
         skip = np.zeros(n, bool)  # NEXT_STEP autoreset: this step resets, it is not a transition
+        episodes, steps = EpisodeLog(n), 0
         bar = tqdm(total=cfg.episodes, desc=self.name, disable=not progress_enabled(progress), unit="ep", leave=False)
         done_episodes, next_eval = 0, 0
         while done_episodes < cfg.episodes:
@@ -175,14 +179,17 @@ class TabularQLearning(Recommender):
             np.add.at(self.q, (s, a), td / self.visits[s, a] ** cfg.lr_exponent)
             returns += np.where(learn, reward, 0.0)
             done = (terminated | truncated) & learn
-            for total in returns[done]:
-                log.episode_returns.append(float(total))
+            steps += n
+            episodes.record(done, returns, steps)
+            log.episode_returns.extend(returns[done].tolist())
             returns[done] = 0.0
             done_episodes += int(done.sum())
             bar.update(int(done.sum()))
             skip = done
             states = next_states
         bar.close()
+        episodes.restart(steps)
+        log.curve_returns = episodes.returns_in_start_order()
         if evaluate is not None:
             log.evaluations.append((done_episodes, float(evaluate(self))))
         return log

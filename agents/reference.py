@@ -13,7 +13,6 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import Recommender
-from recsim_env import dynamics
 from recsim_env.simulator import Simulator
 
 

@@ -33,6 +33,7 @@ from gymnasium.vector import AutoresetMode
 from tqdm import tqdm
 
 from agents.dqn import PairQAgent, check_meta, read_checkpoint
+from agents.episodes import EpisodeLog
 from agents.replay import NStepWindow, ReplayBuffer
 from agents.schedules import LinearSchedule
 from recsim_env.io import atomic_write, progress_enabled
@@ -52,6 +53,8 @@ class TrainResult:
         agent: The trained agent (greedy ``act``).
         steps: User-steps done in total, including those before a resume.
         episode_returns: Returns of the training episodes that ended in this call, in order.
+        curve_returns: Returns of this call's training episodes in the order they began, without the
+            episodes cut short by the end of a segment (see :mod:`agents.episodes`).
         log: The rows written to ``progress.csv`` in this call.
         wall_time: Seconds this call took.
         steps_per_second: Median over the log rows of user-steps per second (learning included).
@@ -67,6 +70,7 @@ class TrainResult:
     steps_per_second: float
     env_seeds: list[int] = field(default_factory=list)
     checkpoint: Path | None = None
+    curve_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def segment_seed(seed: int, segment: int) -> int:
@@ -185,6 +189,7 @@ def run(agent: PairQAgent, env: gym.vector.VectorEnv, out_dir: str | Path | None
                disable=not progress_enabled(progress))
     env_seeds: list[int] = []
     returns: list[float] = []
+    episodes = EpisodeLog(n_envs, counters["steps"])
     since_log: dict[str, list[float]] = {"return": [], "length": [], "td_loss": [], "q_mean": []}
     end = cfg.total_steps if stop_at is None else min(stop_at, cfg.total_steps)
     last_checkpoint: Path | None = None
@@ -206,6 +211,7 @@ def run(agent: PairQAgent, env: gym.vector.VectorEnv, out_dir: str | Path | None
             episode_length += live
             done = (np.asarray(terminated) | np.asarray(truncated)) & live
             if done.any():
+                episodes.record(done, episode_return, counters["steps"] + n_envs)
                 returns.extend(episode_return[done].tolist())
                 since_log["return"].extend(episode_return[done].tolist())
                 since_log["length"].extend(episode_length[done].tolist())
@@ -240,6 +246,7 @@ def run(agent: PairQAgent, env: gym.vector.VectorEnv, out_dir: str | Path | None
                                                  > (counters["steps"] - n_envs) // cfg.checkpoint_every)
             if boundary or counters["steps"] >= end:
                 replay.add(window.flush(obs))  # the segment ends here: open windows bootstrap like a time limit
+                episodes.restart(counters["steps"])
                 if checkpoint is not None:
                     last_checkpoint = save()
                 if counters["steps"] < end:
@@ -254,7 +261,8 @@ def run(agent: PairQAgent, env: gym.vector.VectorEnv, out_dir: str | Path | None
     sps = [row["sps"] for row in logger.rows]
     return TrainResult(agent=agent, steps=counters["steps"], episode_returns=np.array(returns), log=logger.rows,
                        wall_time=wall, steps_per_second=float(np.median(sps)) if sps else counters["steps"] / wall,
-                       env_seeds=env_seeds, checkpoint=last_checkpoint)
+                       env_seeds=env_seeds, checkpoint=last_checkpoint,
+                       curve_returns=episodes.returns_in_start_order())
 
 
 def _mean(values: list[float]) -> float:

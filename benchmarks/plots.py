@@ -111,7 +111,7 @@ def plot_learning_curves(curves: dict[str, dict[str, list[tuple[np.ndarray, np.n
             ax.fill_between(grid, [b.low for b in bands], [b.high for b in bands], color=color, alpha=0.2)
         for agent, value in references.get(preset, {}).items():
             ax.axhline(value, color=agent_color(agent), ls="--", lw=1.2, label=f"{agent} (evaluated)")
-        ax.set(xscale="log", xlabel="training episodes", ylabel="return per training episode",
+        ax.set(xscale="log", xlabel="training episodes (in the order they began)", ylabel="return per training episode",
                title=f"Learning curves: {preset}")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)

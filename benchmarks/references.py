@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,9 +22,9 @@ import agents
 import recsim_env  # noqa: F401  (registers the env ids)
 from agents.base import Recommender
 from agents.evaluation import EpisodeStats, UserTrace, evaluate, trace_user
-from recsim_env.io import atomic_write_text, progress_enabled
 from benchmarks.plots import plot_user_drift
 from benchmarks.stats import Interval, bootstrap_interval
+from recsim_env.io import atomic_write_text, progress_enabled
 
 POLICIES = ("random", "myopic", "heuristic")
 #: Catalogue size, topic count and catalogue seed across the documented ranges.

@@ -175,8 +175,8 @@ def write_report(out: Path, suite: Suite, results: dict[RunSpec, dict[str, Any]]
               "P(improvement) is the chance that a run of the first agent beats a run of the second.", "",
               improvement_table(results, suite), ""]
     captions = {
-        "learning_curves": "Learning curves: return of training episodes (with exploration) against episodes "
-                           "trained; dashed lines are the fixed policies' evaluated returns.",
+        "learning_curves": "Learning curves: return of training episodes (with exploration) in the order they "
+                           "began; dashed lines are the fixed policies' evaluated returns.",
         "final_return": "Final long-term reward per agent, evaluated on held-out users.",
         "accuracy": "Accuracy per agent: next-click accuracy in the agent's own rollouts, and catalogue-wide "
                     "accuracy on held-out logs for the next-item models.",

@@ -34,7 +34,11 @@ def _vector_env(spec: RunSpec, users: int) -> gym.vector.VectorEnv:
 
 
 def learning_curve(episode_returns: np.ndarray, points: int = CURVE_POINTS) -> dict[str, list[float]]:
-    """Mean training-episode return in log-spaced bins of the episode count (x: the bin's last episode)."""
+    """Mean training-episode return in log-spaced bins of the episode count (x: the bin's last episode).
+
+    Vector-env trainers pass their episodes in the order they began (``curve_returns``); SB3 trains
+    one user at a time, so its order of ending is the order of beginning.
+    """
     returns = np.asarray(episode_returns, np.float64)
     if returns.size == 0:
         return {"episodes": [], "return": []}
@@ -56,7 +60,7 @@ def _qlearning(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) 
     log = agent.train(train_env, progress=False)
     if work_dir is not None:
         agent.save(work_dir / "qtable.npz")
-    return agent, learning_curve(np.array(log.episode_returns))
+    return agent, learning_curve(log.curve_returns)
 
 
 def _dqn(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> tuple[Recommender, dict]:
@@ -67,7 +71,7 @@ def _dqn(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> tup
                        checkpoint_replay=False, **spec.overrides())
     result = train(_vector_env(spec, budget.dqn_users), config, out_dir=work_dir, myopic=spec.agent == "dqn_myopic",
                    progress=False, resume=False)
-    return result.agent, learning_curve(result.episode_returns)
+    return result.agent, learning_curve(result.curve_returns)
 
 
 def _sb3(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> tuple[Recommender, dict]:

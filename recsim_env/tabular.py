@@ -20,7 +20,6 @@ import numpy as np
 from gymnasium import spaces
 
 from recsim_env import choice, dynamics, response
-from recsim_env.catalog import Catalog
 from recsim_env.config import ChoiceConfig, ResponseConfig, UserConfig, Validated, bounded
 from recsim_env.users import UserState
 

@@ -102,6 +102,9 @@ def test_short_dqn_run_on_interest_drift_beats_random_on_held_out_users():
     learned = evaluate(result.agent, held_out, seed=seed).returns.mean()
     random = evaluate(agents.make("random", held_out), held_out, seed=seed).returns.mean()
     assert learned > 1.3 * random, (learned, random)
+    curve, ended = result.curve_returns, result.episode_returns  # curve: in order of beginning, cut at the end
+    assert 0.9 * len(ended) < len(curve) < len(ended)
+    assert curve[:256].mean() > 1.1 * ended[:256].mean()  # the first to end are the short ones
 
 
 @pytest.mark.slow

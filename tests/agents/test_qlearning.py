@@ -1,5 +1,7 @@
 """Tabular Q-learning: reaches the exact optimum of the tabular preset, converges to Q* on a tiny MDP."""
 
+from collections import Counter
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import pytest
 import recsim_env  # noqa: F401
 from agents.qlearning import QLearningConfig, TabularQLearning
 from benchmarks.tabular import visited_states
-from recsim_env.tabular import TabularConfig, policy_value, value_iteration
+from recsim_env.tabular import policy_value, value_iteration
 
 
 def tabular_vec(num_envs: int = 32, **overrides) -> gym.vector.VectorEnv:
@@ -59,6 +61,8 @@ def test_evaluation_hook_and_log():
     log = agent.train(env, evaluate=lambda a: policy_value(mdp.transition, mdp.reward, a.q.argmax(1))[0],
                       eval_every=100, progress=False)
     assert len(log.episode_returns) >= 400
+    kept = Counter(log.curve_returns.tolist())  # in order of beginning, without the episodes cut short
+    assert kept <= Counter(log.episode_returns) and kept.total() >= 0.9 * len(log.episode_returns)
     assert [e for e, _ in log.evaluations][:4] == [0, 100, 200, 300]
 
 
