@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -50,13 +51,32 @@ def run_local(specs: list[RunSpec], work_root: str | None, jobs: int) -> Iterato
                     yield spec, None, traceback.format_exc()
 
 
+def check_reachable(address: str | None, timeout: float = 10.0) -> None:
+    """Fail fast on a cluster address nobody answers at (Ray itself keeps retrying before it gives up).
+
+    ``None``, ``"auto"`` and ``"local"`` are left to Ray; ``HOST:PORT`` and ``ray://HOST:PORT`` are
+    tried with one TCP connection.
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r}: expected HOST:PORT, ray://HOST:PORT, 'auto' or 'local'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"Ray address {address!r}: nothing answers at {host}:{port} ({err}); "
+                              "start the head node with `ray start --head` or fix --address / RAY_ADDRESS") from None
+
+
 def run_ray(specs: list[RunSpec], work_root: str | None, address: str | None) -> Iterator[Outcome]:
     """One Ray task per run (one CPU each) on the cluster at ``address`` / ``RAY_ADDRESS``, or locally."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    check_reachable(address)
     try:
         import ray
     except ImportError as err:
         raise RuntimeError("--engine ray needs Ray: pip install 'recsim_env[ray]'") from err
-    address = address or os.environ.get("RAY_ADDRESS")
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,

@@ -138,7 +138,9 @@ def parse_args(argv: list[str] | None) -> RunConfig:
     try:
         config = RunConfig(**vars(args))
         config.resolved_suite()
-    except ValueError as err:
+        if config.engine == "ray":
+            engines.check_reachable(config.address or os.environ.get("RAY_ADDRESS"))
+    except (ValueError, ConnectionError) as err:
         parser.error(str(err))
     return config
 

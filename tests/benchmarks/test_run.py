@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import socket
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -105,12 +106,24 @@ def test_a_changed_budget_is_not_mistaken_for_a_finished_run(tmp_path):
     assert len(json.loads((tmp_path / "runs" / "default__random__seed0.json").read_text())["per_user"]["return"]) == 20
 
 
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+CLOSED_PORT = _closed_port()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--agents", "random,nope"], "unknown agent"),
     (["--presets", "moon"], "unknown preset"),
     (["--seeds", "1,x"], "comma-separated int"),
     (["--jobs", "-1"], "RunConfig.jobs=-1"),
     (["--engine", "spark"], "invalid choice"),
+    (["--engine", "ray", "--address", "headnode"], "expected HOST:PORT"),
+    (["--engine", "ray", "--address", f"ray://127.0.0.1:{CLOSED_PORT}"], "nothing answers at 127.0.0.1"),
 ])
 def test_bad_options_get_a_clear_error(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
