@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -115,7 +116,12 @@ def plot_learning_curves(curves: dict[str, dict[str, list[tuple[np.ndarray, np.n
                title=f"Learning curves: {preset}")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+    legend: dict[str, Any] = {}  # one legend beside the panels, where it hides no curve
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), fontsize=8, loc="center left",
+               bbox_to_anchor=(fig.subplotpars.right + 0.01, 0.5))
     fig.suptitle("Long-term reward while training (exploration included); IQM over seeds, 95% band")
     return save_png_svg(fig, out, "learning_curves")
 
@@ -143,10 +149,28 @@ def plot_accuracy(panels: dict[str, dict[str, Interval]], out: str | Path) -> Pa
     return save_png_svg(fig, out, "accuracy")
 
 
+def _label_points(ax: plt.Axes, points: list[tuple[str, float, float]], fontsize: float = 9) -> None:
+    """Name each point to its right, moving a name down (with a leader line) until it overlaps no
+    name placed before it; text boxes are estimated from the font size, in points."""
+    ax.autoscale_view()
+    scale = 72 / ax.figure.dpi  # display pixels -> points
+    height, placed = 1.25 * fontsize, []
+    for name, x, y in sorted(points, key=lambda p: -p[2]):
+        px, py = ax.transData.transform((x, y)) * scale
+        width, dy = 0.6 * fontsize * len(name), 4.0
+        while any(px + 6 < x1 and x0 < px + 6 + width and py + dy < y1 and y0 < py + dy + height
+                  for x0, y0, x1, y1 in placed):
+            dy -= height
+        placed.append((px + 6, py + dy, px + 6 + width, py + dy + height))
+        leader = {"arrowstyle": "-", "lw": 0.6, "color": "0.5"} if dy < 4.0 else None
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, dy), fontsize=fontsize, arrowprops=leader)
+
+
 def plot_accuracy_vs_return(accuracy: dict[str, Interval], reward: dict[str, Interval], out: str | Path,
                             accuracy_label: str = "next-click accuracy") -> Path:
     """One point per agent: how well it predicts the next click against how much it earns over time."""
     fig, ax = plt.subplots(figsize=(7, 5.5))
+    points = []
     for agent in accuracy:
         if agent not in reward or not np.isfinite(accuracy[agent].estimate):
             continue
@@ -154,7 +178,8 @@ def plot_accuracy_vs_return(accuracy: dict[str, Interval], reward: dict[str, Int
         ax.errorbar(x.estimate, y.estimate, xerr=[[x.estimate - x.low], [x.high - x.estimate]],
                     yerr=[[y.estimate - y.low], [y.high - y.estimate]], fmt="o", color=agent_color(agent),
                     ms=8, capsize=3)
-        ax.annotate(agent, (x.estimate, y.estimate), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        points.append((agent, x.estimate, y.estimate))
+    _label_points(ax, points)
     ax.set(xlabel=accuracy_label, ylabel="long-term reward per user (IQM over seeds)",
            title="Predicting the next click is not keeping the user")
     ax.grid(alpha=0.3)
