@@ -54,6 +54,7 @@ def _lazy(module: str, cls: str) -> Callable[..., Recommender]:
 
 
 register("dqn", _lazy("agents.dqn", "DQNAgent"))
+register("planner", _lazy("agents.planner", "PlannerPolicy"))
 register("dqn_myopic", _lazy("agents.dqn", "MyopicDQNAgent"))
 register("slateq", _lazy("agents.slateq", "SlateQAgent"))
 register("sb3_dqn", _lazy("agents.sb3", "SB3DQN"))

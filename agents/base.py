@@ -9,6 +9,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from recsim_env.logs.steps import LoggedSteps
+
 
 class Recommender(ABC):
     """Acts on a batch of observations (users first) and returns one action per user.
@@ -35,6 +37,22 @@ class Recommender(ABC):
         ``NotImplementedError``.
         """
         raise NotImplementedError(f"{self.name} does not rank candidates")
+
+    def catalogue_scores(self, steps: LoggedSteps) -> np.ndarray:
+        """Scores ``(S, n_items)`` of every catalogue item at each logged step, higher first.
+
+        The one accuracy measure every agent is held to (``agents.log_accuracy``): the item the user
+        clicked at the step is the target. Learning agents read ``steps.obs``, ``steps.history`` and
+        ``steps.item_features``; oracles may read the true state (``steps.interest``, ...).
+        """
+        raise NotImplementedError(f"{self.name} does not rank the catalogue")
+
+    def click_probability(self, steps: LoggedSteps) -> np.ndarray:
+        """Predicted probability ``(S, K)`` that the user clicks each shown item (``steps.shown``).
+
+        Only agents with a click model implement it; the others raise ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{self.name} does not predict clicks")
 
     def update(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         """Learn from experience; recommenders that do not learn ignore it."""

@@ -34,6 +34,7 @@ from agents.base import Recommender
 from agents.q_networks import PairNetwork, observation_layout, soft_update
 from recsim_env.config import Validated, bounded
 from recsim_env.io import atomic_write
+from recsim_env.logs.steps import LoggedSteps
 from recsim_env.observation import ObservationLayout
 
 #: Bumped whenever the layout of saved weights or checkpoints changes.
@@ -140,6 +141,21 @@ class PairQAgent(Recommender):
         if self.gradient_steps % self.config.target_update_interval == 0:
             soft_update(self.target, self.online, self.config.tau)
 
+    def logged_tensors(self, steps: LoggedSteps) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logged observations ``(S, D)`` and catalogue rows ``(n_items, item_dim)`` as tensors.
+
+        Raises:
+            ValueError: the steps were logged in an env whose observations or items this agent cannot read.
+        """
+        obs, items = np.asarray(steps.obs), np.asarray(steps.item_features)
+        if obs.ndim != 2 or obs.shape[1] != self.layout.size:
+            raise ValueError(f"steps.obs has shape {obs.shape}; {self.name} reads observations of size "
+                             f"{self.layout.size}")
+        if items.ndim != 2 or items.shape[1] != self.layout.item_dim:
+            raise ValueError(f"steps.item_features has shape {items.shape}; {self.name} reads items of "
+                             f"{self.layout.item_dim} features")
+        return torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(items, dtype=torch.float32)
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:  # the Recommender hook
         return self.learn(batch)
 
@@ -235,6 +251,12 @@ class DQNAgent(PairQAgent):
     def scores(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
         with torch.no_grad():
             return self.q_values(torch.as_tensor(np.atleast_2d(obs), dtype=torch.float32)).numpy()
+
+    def catalogue_scores(self, steps: LoggedSteps) -> np.ndarray:
+        """``(S, n_items)`` online Q-value of every catalogue item: the ranking ``act`` would use on it."""
+        obs, items = self.logged_tensors(steps)
+        with torch.no_grad():
+            return self.online["q"].score_items(obs, items)[0][..., 0].numpy()
 
     def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
         return self.scores(obs).argmax(axis=1)

@@ -104,7 +104,12 @@ def evaluate(agent: Recommender, env: gym.vector.VectorEnv, seed: int, max_steps
 
 @dataclass(frozen=True)
 class UserTrace:
-    """One user's hidden state and responses over one episode (steps first)."""
+    """One user's hidden state and responses over one episode (steps first), and why it ended.
+
+    ``reason`` is ``"budget"`` (the time budget ran out), ``"hazard"`` (the user left on the leaving
+    hazard with budget to spare; ``final_boredom`` is their top satiation then) or ``"time limit"``
+    (truncated). With several sessions it describes the last one, after which the user did not return.
+    """
 
     interest: np.ndarray
     satiation: np.ndarray
@@ -112,6 +117,9 @@ class UserTrace:
     click: np.ndarray
     reward: np.ndarray
     session: np.ndarray
+    reason: str = ""
+    final_budget: float = float("nan")
+    final_boredom: float = float("nan")
 
 
 def trace_user(agent: Recommender, env: gym.vector.VectorEnv, seed: int, max_steps: int = 100_000) -> UserTrace:
@@ -127,5 +135,9 @@ def trace_user(agent: Recommender, env: gym.vector.VectorEnv, seed: int, max_ste
         rows["click"].append(np.asarray(info["click"])[0])
         rows["reward"].append(np.asarray(reward)[0])
         if terminated[0] or truncated[0]:
-            return UserTrace(**{k: np.array(v) for k, v in rows.items()})
+            final = info["user_state"]  # NEXT_STEP autoreset: the user is reset only at the next step
+            budget, boredom = float(np.asarray(final["budget"])[0]), float(np.asarray(final["satiation"])[0].max())
+            reason = "budget" if budget <= 0.0 else ("hazard" if terminated[0] else "time limit")
+            return UserTrace(**{k: np.array(v) for k, v in rows.items()}, reason=reason, final_budget=budget,
+                             final_boredom=boredom)
     raise RuntimeError(f"the user did not finish within max_steps={max_steps}")

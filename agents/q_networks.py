@@ -105,6 +105,31 @@ class PairNetwork(nn.Module):
         scores = self.pair(self.user_in(user)[:, None, :] + self.item_in(items))
         return scores, (self.state_head(user) if self.state_head is not None else None)
 
+    def score_items(self, obs: torch.Tensor, items: torch.Tensor, max_elements: int = 2**22,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scores of the given items instead of the observation's candidates, for ranking a catalogue.
+
+        The same function as :meth:`forward` with ``items`` in place of the candidate rows:
+        ``(B, M, item_outputs)`` and the per-user heads ``(B, state_outputs)``.
+
+        Args:
+            obs: Flat observations ``(B, D)``; only their user side (history, context) is read.
+            items: Feature rows laid out like a candidate: ``(M, item_dim)`` shared by every user
+                (a catalogue, whose item side is computed once), or ``(B, M, item_dim)`` per user.
+            max_elements: Bound on the ``users x items x hidden`` activations held at once; users
+                are processed in chunks that stay under it.
+        """
+        user = self.encoder(obs)
+        user_part = self.user_in(user)[:, None, :]
+        item_part = self.item_in(items)
+        shared = items.dim() == 2
+        per_user = item_part.shape[-2] * item_part.shape[-1]
+        chunk = max(1, max_elements // max(per_user, 1))
+        rows = [self.pair(user_part[i:i + chunk] + (item_part if shared else item_part[i:i + chunk]))
+                for i in range(0, obs.shape[0], chunk)]
+        scores = torch.cat(rows) if rows else user_part.new_zeros((0, items.shape[-2], self.pair[-1].out_features))
+        return scores, (self.state_head(user) if self.state_head is not None else None)
+
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """``target <- tau * source + (1 - tau) * target`` (``tau = 1`` copies)."""

@@ -23,6 +23,9 @@ Choices made here, since the agent may not read the true user state:
   position effects). Unlike top-K on ``v(s, i) Qbar(s, i)`` it weighs each item against the value of
   no click, and it costs ``O(K N)`` per user.
 * Double-Q style: the online networks choose ``A'``, the target Q-network values it.
+* **Ranking one item** (``scores``, ``catalogue_scores``): by the value of the slate holding that item
+  alone at the top, ``Qbar(s, none) + sigmoid(c(s, i) + b_0 - c_0(s)) (Qbar(s, i) - Qbar(s, none))``,
+  which is exactly what the greedy slate maximises when it fills its first position.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from torch import nn
 
 from agents.dqn import DQNConfig, PairQAgent
 from agents.q_networks import PairNetwork
+from recsim_env.choice import duplicate_mask
+from recsim_env.logs.steps import LoggedSteps
 from recsim_env.observation import ObservationLayout
 
 
@@ -122,7 +127,51 @@ class SlateQAgent(PairQAgent):
             slate.append(best)
         return torch.cat(slate, dim=1), numerator / denominator
 
+    def single_item_values(self, q_items: torch.Tensor, q_none: torch.Tensor, item_logits: torch.Tensor,
+                           none_logit: torch.Tensor) -> torch.Tensor:
+        """``(B, M)`` value of showing each item alone at the top: the greedy slate's first-position criterion."""
+        p_click = torch.sigmoid(item_logits + self.online["attention"]()[0] - none_logit[:, None])
+        return q_none[:, None] + p_click * (q_items - q_none[:, None])
+
     # -- acting -----------------------------------------------------------------------------------
+    def scores(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        """``(B, N)`` single-item slate value of each candidate; the top one is the slate's first position."""
+        with torch.no_grad():
+            x = torch.as_tensor(np.atleast_2d(obs), dtype=torch.float32)
+            return self.single_item_values(*self.item_values(x), *self.click_logits(x)).numpy()
+
+    def catalogue_scores(self, steps: LoggedSteps) -> np.ndarray:
+        """``(S, n_items)`` single-item slate value of every catalogue item (see :meth:`scores`)."""
+        obs, items = self.logged_tensors(steps)
+        with torch.no_grad():
+            q_items, q_none = self.online["q"].score_items(obs, items)
+            item_logits, none_logit = self.online["click"].score_items(obs, items)
+            return self.single_item_values(q_items[..., 0], q_none[:, 0], item_logits[..., 0], none_logit[:, 0]).numpy()
+
+    def click_probability(self, steps: LoggedSteps) -> np.ndarray:
+        """``(S, K)`` learned conditional-logit probability of a click on each position of the logged slate.
+
+        The slate is ``steps.shown`` (item ids, best position first), scored from its catalogue rows.
+        A repeated item is shown once, at its first position (as the simulator does), so its later
+        positions get probability 0 and take no share of the others'.
+
+        Raises:
+            ValueError: the slate is longer than the learned position attention, or names no catalogue item.
+        """
+        obs, items = self.logged_tensors(steps)
+        shown = np.asarray(steps.shown, np.int64)
+        k = shown.shape[1]
+        if k > self.slate_size:
+            raise ValueError(f"steps.shown has slates of {k} items; {self.name} learned {self.slate_size} positions")
+        if shown.size and (shown.min() < 0 or shown.max() >= len(items)):
+            raise ValueError(f"steps.shown holds item ids outside [0, {len(items)})")
+        with torch.no_grad():
+            item_logits, none_logit = self.online["click"].score_items(obs, items[torch.as_tensor(shown)])
+            shown_logits = item_logits[..., 0] + self.online["attention"]()[:k]
+            shown_logits = shown_logits.masked_fill(torch.as_tensor(duplicate_mask(shown)), -torch.inf)
+            p = torch.softmax(torch.cat([shown_logits, none_logit], dim=1), dim=1)
+        return p[:, :k].numpy()
+
     def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
         with torch.no_grad():
             x = torch.as_tensor(np.atleast_2d(obs), dtype=torch.float32)

@@ -59,7 +59,7 @@ def plot_user_drift(traces: dict[str, UserTrace], path: str | Path, title: str =
 
 #: One colour per agent, the same in every figure of the suite.
 AGENT_COLORS = {
-    "random": "#9e9e9e", "popularity": "#8c564b", "myopic": "#ff7f0e", "heuristic": "#2ca02c",
+    "random": "#9e9e9e", "popularity": "#8c564b", "myopic": "#ff7f0e", "heuristic": "#2ca02c", "planner": "#000000",
     "qlearning": "#bcbd22", "dqn": "#1f77b4", "dqn_myopic": "#d62728", "sb3_dqn": "#9467bd", "lstm": "#e377c2",
     "gcn": "#17becf",
 }
@@ -134,7 +134,7 @@ def plot_final_return(summary: dict[str, dict[str, Interval]], out: str | Path) 
     for ax, preset in zip(axes[0], presets):
         _interval_bars(ax, summary[preset], "total reward per held-out user (IQM over seeds)")
         ax.set_title(preset)
-    fig.suptitle("Final long-term reward per agent (95% stratified-bootstrap CI)")
+    fig.suptitle("Final long-term reward per agent (95% CI, seeds and users resampled)")
     return save_png_svg(fig, out, "final_return")
 
 
@@ -166,23 +166,31 @@ def _label_points(ax: plt.Axes, points: list[tuple[str, float, float]], fontsize
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, dy), fontsize=fontsize, arrowprops=leader)
 
 
-def plot_accuracy_vs_return(accuracy: dict[str, Interval], reward: dict[str, Interval], out: str | Path,
-                            accuracy_label: str = "next-click accuracy") -> Path:
-    """One point per agent: how well it predicts the next click against how much it earns over time."""
-    fig, ax = plt.subplots(figsize=(7, 5.5))
-    points = []
-    for agent in accuracy:
-        if agent not in reward or not np.isfinite(accuracy[agent].estimate):
-            continue
-        x, y = accuracy[agent], reward[agent]
-        ax.errorbar(x.estimate, y.estimate, xerr=[[x.estimate - x.low], [x.high - x.estimate]],
-                    yerr=[[y.estimate - y.low], [y.high - y.estimate]], fmt="o", color=agent_color(agent),
-                    ms=8, capsize=3)
-        points.append((agent, x.estimate, y.estimate))
-    _label_points(ax, points)
-    ax.set(xlabel=accuracy_label, ylabel="long-term reward per user (IQM over seeds)",
-           title="Predicting the next click is not keeping the user")
-    ax.grid(alpha=0.3)
+def plot_accuracy_vs_return(panels: dict[str, dict[str, Interval]], reward: dict[str, Interval],
+                            out: str | Path) -> Path:
+    """One point per agent and panel: how well it predicts the click against how much it earns over time.
+
+    ``panels`` maps an accuracy measure's label to its intervals per agent; agents without the measure
+    are left out of that panel.
+    """
+    panels = {label: acc for label, acc in panels.items() if acc}
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(7 * max(len(panels), 1), 5.5), squeeze=False,
+                             sharey=True)
+    for ax, (label, accuracy) in zip(axes[0], panels.items()):
+        points = []
+        for agent in accuracy:
+            if agent not in reward or not np.isfinite(accuracy[agent].estimate):
+                continue
+            x, y = accuracy[agent], reward[agent]
+            ax.errorbar(x.estimate, y.estimate, xerr=[[x.estimate - x.low], [x.high - x.estimate]],
+                        yerr=[[y.estimate - y.low], [y.high - y.estimate]], fmt="o", color=agent_color(agent),
+                        ms=8, capsize=3)
+            points.append((agent, x.estimate, y.estimate))
+        _label_points(ax, points)
+        ax.set(xlabel=label, title=label)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("long-term reward per user (IQM over seeds)")
+    fig.suptitle("Predicting the next click is not keeping the user")
     return save_png_svg(fig, out, "accuracy_vs_return")
 
 

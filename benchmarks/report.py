@@ -1,83 +1,87 @@
-"""``REPORT.md`` and the six plots of a suite's run folder, from the stored runs alone."""
+"""``REPORT.md`` and the plots of a suite's run folder, from the stored runs alone.
+
+Every sentence that states a result is computed here from the runs' numbers (:mod:`benchmarks.findings`),
+so the report says what this run found, whatever that is.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
 
 import agents
 from agents.evaluation import UserTrace
-from benchmarks import plots
+from benchmarks import findings, plots
 from benchmarks.references import illustrative_traces
-from benchmarks.stats import Interval, improvement_interval, stratified_iqm
-from benchmarks.suites import LOG_TRAINED, PRESET_ENVS, RunSpec, Suite
+from benchmarks.stats import Interval, improvement_interval
+from benchmarks.summary import Results, normalized_scores, seed_values, summary
+from benchmarks.suites import LEARNERS, LOG_TRAINED, PRESET_ENVS, RunSpec, Suite
 from recsim_env.io import atomic_write_text
 
 #: The comparisons the suite exists to make: (better?, than, on metric).
-KEY_PAIRS = (("dqn", "dqn_myopic", "return"), ("dqn", "sb3_dqn", "return"), ("heuristic", "myopic", "return"),
-             ("lstm", "popularity", "log_HR@10"), ("gcn", "popularity", "log_HR@10"),
-             ("myopic", "heuristic", "NDCG@10"))
-#: Table columns: metric, header, decimals.
-TABLE_METRICS = (("return", "return", 1), ("session_length", "steps per session", 1), ("sessions", "sessions", 2),
-                 ("click_rate", "click rate", 3), ("HR@1", "next-click HR@1", 3), ("NDCG@10", "next-click NDCG@10", 3),
-                 ("log_HR@10", "log HR@10", 4), ("log_NDCG@10", "log NDCG@10", 4), ("train_seconds", "train s", 0))
-REFERENCE_LINES = ("random", "myopic", "heuristic")
+KEY_PAIRS = (("planner", "heuristic", "return"), ("dqn", "dqn_myopic", "return"), ("dqn", "sb3_dqn", "return"),
+             ("heuristic", "myopic", "return"), ("lstm", "popularity", "log_HR@10"),
+             ("gcn", "popularity", "log_HR@10"))
+#: Main table: metric, header, decimals. ``normalized`` is computed from the returns.
+TABLE_METRICS = (("return", "return", 1), ("normalized", "normalized score", 2),
+                 ("train_steps", "user-steps trained", 0), ("train_seconds", "wall-clock s", 0),
+                 ("log_HR@10", "log HR@10", 4), ("log_NDCG@10", "log NDCG@10", 4), ("log_MRR", "log MRR", 4),
+                 ("click_f1", "click F1", 3), ("click_roc_auc", "click ROC-AUC", 3))
+#: Second table: how users behave, and the other views of accuracy.
+DETAIL_METRICS = (("session_length", "steps per session", 1), ("sessions", "sessions", 2),
+                  ("click_rate", "click rate", 3), ("rollout_HR@1", "rollout HR@1", 3),
+                  ("rollout_NDCG@10", "rollout NDCG@10", 3), ("click_accuracy", "click accuracy", 3),
+                  ("click_precision", "click precision", 3), ("click_recall", "click recall", 3),
+                  ("eval_seconds", "evaluation s", 1))
+REFERENCE_LINES = ("random", "myopic", "heuristic", "planner")
 TRACE_POLICIES = ("myopic", "dqn", "heuristic")
-
-
-def seed_values(results: dict[RunSpec, dict[str, Any]], preset: str, agent: str, metric: str) -> np.ndarray:
-    return np.array([r["metrics"][metric] for s, r in results.items()
-                     if s.preset == preset and s.agent == agent and metric in r["metrics"]], np.float64)
-
-
-def summary(results: dict[RunSpec, dict[str, Any]], suite: Suite, metric: str) -> dict[str, dict[str, Interval]]:
-    """``{preset: {agent: IQM over seeds [95% CI]}}`` for the agents that report ``metric``."""
-    table: dict[str, dict[str, Interval]] = {}
-    for preset in suite.presets:
-        for agent in suite.agents:
-            values = seed_values(results, preset, agent, metric)
-            if values.size and np.isfinite(values).all():
-                table.setdefault(preset, {})[agent] = stratified_iqm(values)
-    return table
 
 
 def _fmt(interval: Interval | None, decimals: int) -> str:
     if interval is None:
         return "-"
     if interval.low == interval.high:
-        return f"{interval.estimate:.{decimals}f}"
-    return f"{interval.estimate:.{decimals}f} [{interval.low:.{decimals}f}, {interval.high:.{decimals}f}]"
+        return f"{interval.estimate:,.{decimals}f}"
+    return f"{interval.estimate:,.{decimals}f} [{interval.low:,.{decimals}f}, {interval.high:,.{decimals}f}]"
 
 
-def results_table(results: dict[RunSpec, dict[str, Any]], suite: Suite, preset: str) -> str:
-    summaries = {m: summary(results, suite, m).get(preset, {}) for m, _, _ in TABLE_METRICS}
-    lines = ["| agent | " + " | ".join(h for _, h, _ in TABLE_METRICS) + " |",
-             "|---|" + "---|" * len(TABLE_METRICS)]
+def _table(results: Results, suite: Suite, preset: str, columns: tuple) -> str:
+    summaries = {m: summary(results, suite, m).get(preset, {}) for m, _, _ in columns if m != "normalized"}
+    summaries["normalized"] = normalized_scores(results, suite).get(preset, {})
+    lines = ["| agent | " + " | ".join(h for _, h, _ in columns) + " |", "|---|" + "---|" * len(columns)]
     for agent in suite.agents:
-        if any(agent in summaries[m] for m, _, _ in TABLE_METRICS):
-            cells = [_fmt(summaries[m].get(agent), d) for m, _, d in TABLE_METRICS]
+        if any(agent in summaries[m] for m, _, _ in columns):
+            cells = [_fmt(summaries[m].get(agent), d) for m, _, d in columns]
             lines.append(f"| {agent} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def improvement_table(results: dict[RunSpec, dict[str, Any]], suite: Suite) -> str:
+def results_table(results: Results, suite: Suite, preset: str) -> str:
+    """The main table: return, normalized score, budget, wall-clock, catalogue-wide and click accuracy."""
+    return _table(results, suite, preset, TABLE_METRICS)
+
+
+def detail_table(results: Results, suite: Suite, preset: str) -> str:
+    return _table(results, suite, preset, DETAIL_METRICS)
+
+
+def improvement_table(results: Results, suite: Suite) -> str:
     lines = ["| preset | claim | IQM of each | P(improvement) [95% CI] | intervals apart |", "|---|---|---|---|---|"]
     for preset in suite.presets:
+        intervals = {m: summary(results, suite, m).get(preset, {}) for m in {m for _, _, m in KEY_PAIRS}}
         for better, worse, metric in KEY_PAIRS:
-            x, y = (seed_values(results, preset, a, metric) for a in (better, worse))
-            if not x.size or not y.size:
+            ix, iy = intervals[metric].get(better), intervals[metric].get(worse)
+            if ix is None or iy is None:
                 continue
-            ix, iy = stratified_iqm(x), stratified_iqm(y)
+            x, y = (seed_values(results, preset, a, metric) for a in (better, worse))
             apart = "yes" if ix.low > iy.high else ("no" if ix.overlaps(iy) else "reversed")
             lines.append(f"| {preset} | {better} > {worse} on {metric} | {ix.estimate:.4g} vs {iy.estimate:.4g} | "
                          f"{improvement_interval(x, y)} | {apart} |")
     return "\n".join(lines)
 
 
-def _curves(results: dict[RunSpec, dict[str, Any]], suite: Suite) -> dict[str, dict[str, list]]:
+def _curves(results: Results) -> dict[str, dict[str, list]]:
     curves: dict[str, dict[str, list]] = {}
     for spec, result in results.items():
         curve = result.get("curve") or {}
@@ -86,7 +90,7 @@ def _curves(results: dict[RunSpec, dict[str, Any]], suite: Suite) -> dict[str, d
     return curves
 
 
-def _per_user(results: dict[RunSpec, dict[str, Any]], preset: str) -> dict[str, dict[str, np.ndarray]]:
+def _per_user(results: Results, preset: str) -> dict[str, dict[str, np.ndarray]]:
     pooled: dict[str, dict[str, list]] = {}
     for spec, result in results.items():
         if spec.preset != preset:
@@ -105,6 +109,8 @@ def _traces(out: Path, suite: Suite, preset: str) -> dict[str, UserTrace]:
     seed = min(suite.seeds)
     policies = {}
     for name in TRACE_POLICIES:
+        if name not in suite.agents:
+            continue
         if name == "dqn":
             weights = out / "work" / RunSpec("dqn", preset, seed, suite.budget).run_id / "checkpoint.pt"
             if not weights.exists():
@@ -113,87 +119,102 @@ def _traces(out: Path, suite: Suite, preset: str) -> dict[str, UserTrace]:
             policies[name].load(weights)
         else:
             policies[name] = agents.make(name, env)
-    return illustrative_traces(env, policies, RunSpec("dqn", preset, seed).eval_seed)
+    return illustrative_traces(env, policies, RunSpec("dqn", preset, seed).eval_seed) if policies else {}
 
 
-def write_plots(out: Path, suite: Suite, results: dict[RunSpec, dict[str, Any]]) -> dict[str, Path]:
-    """The six figures (PNG and SVG); the accuracy figures use the first preset."""
+def write_plots(out: Path, suite: Suite, results: Results) -> tuple[dict[str, Path], dict[str, str]]:
+    """The figures (PNG and SVG) and their captions, computed from the numbers; the accuracy figures
+    use the first preset."""
     preset = suite.presets[0]
     returns = summary(results, suite, "return")
     references = {p: {a: iv.estimate for a, iv in by_agent.items() if a in REFERENCE_LINES}
                   for p, by_agent in returns.items()}
     accuracy_panels = {label: summary(results, suite, metric).get(preset, {})
-                       for metric, label in (("HR@1", "next-click HR@1 (rollouts)"),
-                                             ("NDCG@10", "next-click NDCG@10 (rollouts)"),
-                                             ("log_HR@10", "HR@10 on held-out logs"),
-                                             ("log_NDCG@10", "NDCG@10 on held-out logs"))}
+                       for metric, label in (("log_HR@10", "HR@10, whole catalogue (held-out log)"),
+                                             ("log_NDCG@10", "NDCG@10, whole catalogue (held-out log)"),
+                                             ("click_roc_auc", "click ROC-AUC (logged impressions)"),
+                                             ("rollout_NDCG@10", "next-click NDCG@10 (own rollouts)"))}
     accuracy_panels = {k: v for k, v in accuracy_panels.items() if v}
-    figures = {}
-    curves = _curves(results, suite)
+    figures: dict[str, Path] = {}
+    captions: dict[str, str] = {}
+    curves = _curves(results)
     if curves:
         figures["learning_curves"] = plots.plot_learning_curves(curves, references, out)
+        captions["learning_curves"] = findings.curves_caption(curves)
     figures["final_return"] = plots.plot_final_return(returns, out)
+    captions["final_return"] = findings.return_caption(returns.get(preset, {}), preset)
     if accuracy_panels:
         figures["accuracy"] = plots.plot_accuracy(accuracy_panels, out)
-    ndcg = summary(results, suite, "NDCG@10").get(preset, {})
+        captions["accuracy"] = findings.accuracy_caption(summary(results, suite, "log_HR@10").get(preset, {}),
+                                                         suite.budget.accuracy_policy)
+    hr = summary(results, suite, "log_HR@10").get(preset, {})
+    rollout = summary(results, suite, "rollout_NDCG@10").get(preset, {})
     figures["accuracy_vs_return"] = plots.plot_accuracy_vs_return(
-        ndcg, returns.get(preset, {}), out, "next-click NDCG@10 over the step's candidates (rollouts)")
+        {"HR@10, whole catalogue, on the held-out log": hr, "next-click NDCG@10 in the agent's own rollouts": rollout},
+        returns.get(preset, {}), out)
+    captions["accuracy_vs_return"] = findings.tension_caption(hr, returns.get(preset, {}))
     traces = _traces(out, suite, preset)
-    figures["user_drift"] = plots.plot_user_drift(traces, out / "user_drift.png",
-                                                  title=f"One held-out user of {preset} under each policy")
-    figures["sessions"] = plots.plot_sessions(_per_user(results, preset), out)
-    return figures
+    if traces:
+        figures["user_drift"] = plots.plot_user_drift(traces, out / "user_drift.png",
+                                                      title=f"One held-out user of {preset} under each policy")
+        captions["user_drift"] = findings.trace_caption(traces)
+    per_user = _per_user(results, preset)
+    figures["sessions"] = plots.plot_sessions(per_user, out)
+    captions["sessions"] = findings.sessions_caption(per_user)
+    return figures, captions
 
 
 INTRO = """\
 Every agent acted on the same held-out simulated users (one episode each, users never seen in
-training), once per training seed. Each cell is the interquartile mean (IQM) over seeds with a 95%
-stratified-bootstrap confidence interval (a single number: every seed gave the same value).
+training), once per training seed. Each cell is the interquartile mean (IQM) over seeds of the
+per-seed mean, with a 95% bootstrap interval that resamples both the seeds and, within each seed,
+the held-out users (a single number: it did not vary).
 
 How to read the columns:
 - **return**: total reward (engagement) per user over the episode: the long-term reward.
-- **steps per session**, **sessions**: how long users stay, and how often they come back.
-- **next-click HR@1 / NDCG@10**: at every step of the agent's own rollouts, the agent's ranking of the
-  step's candidates against the candidate the user would click if shown all of them (exact, from the
-  simulator's choice model). Random ranking scores about 0.10 / 0.46 with 10 candidates.
-- **log HR@10 / NDCG@10**: the next-item models ranking the whole catalogue for the held-out users of
-  a simulated log (behaviour policy: {log_policy}), as the sequential-recommendation literature reports it.
+- **normalized score**: `(agent - random) / (planner - random)` on return: 0 is random, 1 the planner
+  (the best known policy, which plans with the simulator itself).
+- **user-steps trained**: environment user-steps each learner trained on (the interacting agents'
+  steps, or the length of the next-item models' training log); **wall-clock s**: training time.
+- **log HR@10 / NDCG@10 / MRR**: at every logged step of {accuracy_users} other held-out users under
+  the `{accuracy_policy}` behaviour policy, the agent ranks the *whole catalogue* and is scored against
+  the item the user actually clicked (random: about 10 / n_items).
+- **click F1 / ROC-AUC**: for agents that predict clicks, on the same log's impressions (each shown
+  item, clicked or not; threshold 0.5).
 """
 
+TINY_WARNING = ("> **This is the `tiny` suite**: a few training steps of everything, to test the machinery. "
+                "Its numbers mean nothing; run `--suite quick` for results.")
 
-def write_report(out: Path, suite: Suite, results: dict[RunSpec, dict[str, Any]], failed: dict[RunSpec, str]) -> Path:
-    """Plots and ``REPORT.md``: the table per preset, the key comparisons, every figure with a caption."""
-    figures = write_plots(out, suite, results)
+
+def write_report(out: Path, suite: Suite, results: Results, failed: dict[RunSpec, str]) -> Path:
+    """Plots and ``REPORT.md``: findings, the tables per preset, the key comparisons, every figure."""
+    figures, captions = write_plots(out, suite, results)
     seeds = ", ".join(map(str, suite.seeds))
-    parts = [f"# recsim_env benchmark: suite `{suite.name}`", "",
-             f"Agents: {', '.join(suite.agents)}. Presets: {', '.join(suite.presets)}. Seeds: {seeds}. "
-             f"{suite.budget.eval_users} held-out users per run.", "",
-             INTRO.format(log_policy=suite.budget.log_policy)]
+    budget = suite.budget
+    parts = [f"# recsim_env benchmark: suite `{suite.name}`", ""]
+    if suite.name == "tiny":
+        parts += [TINY_WARNING, ""]
+    learners = [a for a in suite.agents if a in LEARNERS]
+    parts += [f"Agents: {', '.join(suite.agents)}. Presets: {', '.join(suite.presets)}. Seeds: {seeds}. "
+              f"{budget.eval_users} held-out users per run. Every learner ({', '.join(learners)}) trained on "
+              f"{budget.train_steps:,} environment user-steps.", "",
+              INTRO.format(accuracy_users=budget.accuracy_users, accuracy_policy=budget.accuracy_policy)]
     for preset in suite.presets:
-        parts += [f"## Results: {preset}", "", results_table(results, suite, preset), ""]
+        parts += [f"## Results: {preset}", "", "Findings (computed from this run):", ""]
+        parts += [f"- {sentence}" for sentence in findings.headline(results, suite, preset)]
+        parts += ["", results_table(results, suite, preset), "", "Behaviour and the other views of accuracy:", "",
+                  detail_table(results, suite, preset), ""]
     parts += ["## Key comparisons", "",
-              "P(improvement) is the chance that a run of the first agent beats a run of the second.", "",
+              "P(improvement) is the chance that a run (seed) of the first agent beats a run of the second.", "",
               improvement_table(results, suite), ""]
-    captions = {
-        "learning_curves": "Learning curves: return of training episodes (with exploration) in the order they "
-                           "began; dashed lines are the fixed policies' evaluated returns.",
-        "final_return": "Final long-term reward per agent, evaluated on held-out users.",
-        "accuracy": "Accuracy per agent: next-click accuracy in the agent's own rollouts, and catalogue-wide "
-                    "accuracy on held-out logs for the next-item models.",
-        "accuracy_vs_return": "Accuracy against long-term reward, one point per agent: the agents that predict "
-                              "the next click best are not the ones that keep users longest.",
-        "user_drift": "One held-out user under three policies: interest (top), boredom (middle), budget "
-                      "(bottom). The myopic policy exhausts a topic and the user leaves; the long-term "
-                      "policies vary topics and quality and keep the user.",
-        "sessions": "Session length per user, and retention: the share of users still active after t steps.",
-    }
     parts += ["## Figures", ""]
     for key, path in figures.items():
         parts += [f"![{key}]({path.name})", "", captions[key], ""]
     if failed:
         parts += ["## Failed runs", ""] + [f"- `{s.run_id}`: {e.strip().splitlines()[-1]}" for s, e in failed.items()]
-    trained = [a for a in suite.agents if a in LOG_TRAINED]
-    if trained:
-        parts += ["", f"Next-item models ({', '.join(trained)}) were trained on a log of {suite.budget.log_users} "
-                      f"simulated users ({suite.budget.holdout:.0%} held out for log accuracy)."]
+    if any(a in LOG_TRAINED for a in suite.agents):
+        parts += ["", f"Next-item models were trained on a log of {budget.train_steps:,} user-steps of the "
+                      f"`{budget.log_policy}` policy (whole episodes of other users)."]
     return atomic_write_text(out / "REPORT.md", "\n".join(parts) + "\n")
+

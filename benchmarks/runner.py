@@ -5,8 +5,9 @@ comes from seeds in the spec and torch uses one thread, so a local process and a
 the same numbers. It returns plain JSON-ready data; the caller stores it.
 
 Training users and held-out users never share a seed: the DQN and SB3 derive their env seeds
-from the run seed, Q-learning resets with the run seed, the log is simulated from ``10_000 + seed``,
-and every agent of a seed is evaluated on the users of ``1_000_000 + seed``.
+from the run seed, Q-learning resets with a stream derived from the run seed, the training log is
+simulated from ``10_000 + seed``, every agent of a seed is evaluated on the users of
+``1_000_000 + seed``, and scored for accuracy on the logged steps of the users of ``2_000_000 + seed``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import agents
 import recsim_env  # noqa: F401  (registers the env ids)
 from agents.base import Recommender
 from agents.evaluation import evaluate
+from agents.log_accuracy import click_prediction, log_accuracy
 from benchmarks.suites import RunSpec
+from recsim_env.logs.steps import LoggedSteps, collect_steps
 
 #: Learning-curve points kept per run (training episodes are binned on a log scale).
 CURVE_POINTS = 24
@@ -36,8 +39,8 @@ def _vector_env(spec: RunSpec, users: int) -> gym.vector.VectorEnv:
 def learning_curve(episode_returns: np.ndarray, points: int = CURVE_POINTS) -> dict[str, list[float]]:
     """Mean training-episode return in log-spaced bins of the episode count (x: the bin's last episode).
 
-    Vector-env trainers pass their episodes in the order they began (``curve_returns``); SB3 trains
-    one user at a time, so its order of ending is the order of beginning.
+    Every trainer passes its episodes in the order they began (``curve_returns``): with many users in
+    parallel the short episodes end first, and a curve in order of ending would start low for that alone.
     """
     returns = np.asarray(episode_returns, np.float64)
     if returns.size == 0:
@@ -55,54 +58,58 @@ def _fixed(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> t
 
 
 def _qlearning(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> tuple[Recommender, dict]:
-    train_env = _vector_env(spec, 256)
-    agent = agents.make("qlearning", train_env, episodes=spec.budget.qlearning_episodes, seed=spec.seed)
+    budget = spec.budget
+    train_env = _vector_env(spec, budget.train_users)
+    agent = agents.make("qlearning", train_env, total_steps=budget.train_steps, seed=spec.seed)
     log = agent.train(train_env, progress=False)
     if work_dir is not None:
         agent.save(work_dir / "qtable.npz")
-    return agent, learning_curve(log.curve_returns)
+    return agent, {**learning_curve(log.curve_returns), "train_steps": budget.train_steps}
 
 
 def _dqn(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> tuple[Recommender, dict]:
     from agents.dqn import DQNConfig, train
 
     budget = spec.budget
-    config = DQNConfig(total_steps=budget.dqn_steps, seed=spec.seed, learning_starts=min(20_000, budget.dqn_steps // 4),
-                       checkpoint_replay=False, **spec.overrides())
-    result = train(_vector_env(spec, budget.dqn_users), config, out_dir=work_dir, myopic=spec.agent == "dqn_myopic",
-                   progress=False, resume=False)
-    return result.agent, learning_curve(result.curve_returns)
+    config = DQNConfig(total_steps=budget.train_steps, seed=spec.seed,
+                       learning_starts=min(20_000, budget.train_steps // 4), checkpoint_replay=False,
+                       **spec.overrides())
+    result = train(_vector_env(spec, budget.train_users), config, out_dir=work_dir,
+                   myopic=spec.agent == "dqn_myopic", progress=False, resume=False)
+    return result.agent, {**learning_curve(result.curve_returns), "train_steps": result.steps}
 
 
 def _sb3(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> tuple[Recommender, dict]:
-    steps = spec.budget.sb3_steps
-    agent = agents.make("sb3_dqn", env, total_timesteps=steps, learning_starts=min(5_000, steps // 4), seed=spec.seed)
+    """SB3's DQN on the same users in parallel and user-step budget as our DQN (hyperparameters: its defaults,
+    chosen by ``python -m benchmarks.sb3_sweep``)."""
+    budget = spec.budget
+    agent = agents.make("sb3_dqn", env, total_timesteps=budget.train_steps, n_envs=budget.train_users,
+                        learning_starts=min(20_000, budget.train_steps // 4), seed=spec.seed)
     result = agent.train(out_dir=work_dir, progress=False)
     if work_dir is not None:
         agent.save(work_dir / "model.zip")
-    return agent, learning_curve(result.episode_returns)
+    return agent, {**learning_curve(result.curve_returns), "train_steps": result.steps}
 
 
 def _sequential(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> tuple[Recommender, dict]:
-    """Fit on a simulated log of other users; also measure next-item accuracy on the log's held-out users."""
+    """Fit on a simulated log of other users, as many user-steps long as the other learners' budget."""
     from agents.sequential.checkpoint import fit
+    from agents.sequential.click import ClickHeadConfig, fit_click_head
     from agents.sequential.policy import SequentialPolicy
-    from agents.sequential.training import TrainConfig, rank_cases
-    from recsim_env.logs import collect_log, holdout_split
-    from recsim_env.metrics import ranking_metrics
+    from agents.sequential.training import TrainConfig
+    from recsim_env.logs import collect_log, leave_last_out
 
     budget = spec.budget
-    log_env = _vector_env(spec, min(budget.log_users, 1000))
-    log = collect_log(log_env, agents.make(budget.log_policy, log_env), budget.log_users, seed=10_000 + spec.seed,
-                      policy_name=budget.log_policy, progress=False)
-    split = holdout_split(log.to_sequences(), budget.holdout, np.random.default_rng(spec.seed))
+    log_env = _vector_env(spec, min(budget.train_steps, 1000))
+    log = collect_log(log_env, agents.make(budget.log_policy, log_env), None, seed=10_000 + spec.seed,
+                      policy_name=budget.log_policy, progress=False, n_steps=budget.train_steps)
+    split = leave_last_out(log.to_sequences())
     train_config = TrainConfig(**{**SEQUENTIAL_TRAINING, "epochs": budget.seq_epochs, "seed": spec.seed,
                                   "exclude_history": False})
     trained, _ = fit(spec.agent, split.train, split.valid, SEQUENTIAL_MODELS.get(spec.agent), train_config,
                      checkpoint=None if work_dir is None else work_dir / "model.pt", progress=False)
-    metrics = ranking_metrics(rank_cases(trained.model, split.test, train_config.max_len, exclude_history=False), (10,))
-    return SequentialPolicy(env, trained), {"log_metrics": {"log_HR@10": metrics["HR@10"],
-                                                            "log_NDCG@10": metrics["NDCG@10"]}}
+    head = fit_click_head(trained, log, ClickHeadConfig(seed=spec.seed))  # on the same log's impressions
+    return SequentialPolicy(env, trained, click_head=head), {"train_steps": len(log)}
 
 
 #: Training settings of the sequential models on simulated logs.
@@ -113,9 +120,40 @@ SEQUENTIAL_MODELS: dict[str, dict[str, Any]] = {
 }
 
 BUILDERS: dict[str, Callable[[RunSpec, gym.vector.VectorEnv, Path | None], tuple[Recommender, dict]]] = {
-    "random": _fixed, "myopic": _fixed, "heuristic": _fixed, "qlearning": _qlearning, "dqn": _dqn,
-    "dqn_myopic": _dqn, "sb3_dqn": _sb3, "popularity": _sequential, "lstm": _sequential, "gcn": _sequential,
+    "random": _fixed, "myopic": _fixed, "heuristic": _fixed, "planner": _fixed, "qlearning": _qlearning,
+    "dqn": _dqn, "dqn_myopic": _dqn, "sb3_dqn": _sb3, "popularity": _sequential, "lstm": _sequential,
+    "gcn": _sequential,
 }
+
+
+def accuracy_log(spec: RunSpec) -> LoggedSteps:
+    """The held-out users' logged steps that every agent of ``spec``'s seed is scored on."""
+    budget = spec.budget
+    env = _vector_env(spec, budget.accuracy_users)
+    policy = agents.make(budget.accuracy_policy, env, **({"seed": spec.accuracy_seed}
+                                                         if budget.accuracy_policy == "random" else {}))
+    return collect_steps(env, policy, seed=spec.accuracy_seed, policy_name=budget.accuracy_policy)
+
+
+def _accuracy(agent: Recommender, steps: LoggedSteps) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Catalogue-wide log accuracy and click prediction, where the agent can rank / predict (else absent)."""
+    metrics: dict[str, float] = {}
+    per_user: dict[str, list[float]] = {}
+    try:
+        result = log_accuracy(agent, steps, n_users=steps.metadata.get("n_users"))
+    except NotImplementedError:
+        pass
+    else:
+        metrics.update({f"log_{name}": value for name, value in result.metrics.items()})
+        per_user.update({f"log_{name}": result.per_user_sums[name].tolist() for name in result.metrics})
+        per_user["log_cases"] = result.per_user_cases.tolist()
+    try:
+        clicks = click_prediction(agent, steps)
+    except NotImplementedError:
+        pass
+    else:
+        metrics.update({f"click_{name}": value for name, value in clicks.items()})
+    return metrics, per_user
 
 
 def execute(spec: RunSpec, work_dir: str | Path | None = None) -> dict[str, Any]:
@@ -134,21 +172,25 @@ def execute(spec: RunSpec, work_dir: str | Path | None = None) -> dict[str, Any]
     agent, extra = BUILDERS[spec.agent](spec, env, work)
     trained = time.perf_counter()
     stats = evaluate(agent, env, seed=spec.eval_seed, max_steps=spec.budget.max_steps, accuracy=True)
-    accuracy = stats.accuracy()
+    evaluated = time.perf_counter()
+    rollout = stats.accuracy()
+    accuracy, accuracy_per_user = _accuracy(agent, accuracy_log(spec))
     metrics = {
         "return": float(stats.returns.mean()),
         "session_length": float((stats.lengths / stats.sessions).mean()),
         "sessions": float(stats.sessions.mean()),
         "click_rate": float(stats.clicks.sum() / stats.lengths.sum()),
-        "HR@1": accuracy["HR@1"],
-        "NDCG@10": accuracy["NDCG"],
-        **extra.get("log_metrics", {}),
-        "train_seconds": trained - start,
+        "rollout_HR@1": rollout["HR@1"],
+        "rollout_NDCG@10": rollout["NDCG"],
+        **accuracy,
+        "eval_seconds": evaluated - trained,
     }
+    if "train_steps" in extra:
+        metrics.update({"train_steps": float(extra["train_steps"]), "train_seconds": trained - start})
     return {
         "metrics": metrics,
         "curve": {k: v for k, v in extra.items() if k in ("episodes", "return")},
         "per_user": {"return": stats.returns.tolist(), "length": stats.lengths.tolist(),
-                     "sessions": stats.sessions.tolist()},
+                     "sessions": stats.sessions.tolist(), **accuracy_per_user},
         "seconds": time.perf_counter() - start,
     }

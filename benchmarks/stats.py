@@ -106,3 +106,52 @@ def improvement_interval(x: np.ndarray, y: np.ndarray, confidence: float = 0.95,
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(samples, [alpha, 1.0 - alpha])
     return Interval(probability_of_improvement(x, y), float(low), float(high))
+
+
+def seeds_and_users_samples(numerators: np.ndarray, denominators: np.ndarray | None = None,
+                            n_resamples: int = 2000, seed: int = 0) -> tuple[float, np.ndarray]:
+    """Bootstrap of the IQM over seeds of each seed's mean over its held-out users, resampling both.
+
+    What varies in a benchmark result is the training seed and the users it is evaluated on, so each
+    bootstrap sample redraws the seeds with replacement and, within every drawn seed, its users with
+    replacement (a two-stage, hierarchical bootstrap). ``numerators`` is ``(seeds, users)``; a seed's
+    mean is ``sum(numerators) / sum(denominators)`` over its drawn users (``denominators`` default to
+    one per user), so per-user sums of a per-step metric give its step-weighted mean.
+
+    The draws depend only on ``seed`` and the array shape: two agents evaluated on the same users of
+    the same seeds get the same draws, so their samples are paired (their ratio or difference keeps
+    the pairing).
+
+    Returns:
+        The point estimate (IQM of the seeds' means) and ``n_resamples`` bootstrap samples of it.
+    """
+    num = np.asarray(numerators, np.float64)
+    den = np.ones_like(num) if denominators is None else np.asarray(denominators, np.float64)
+    if num.ndim != 2 or num.shape != den.shape or min(num.shape) < 1:
+        raise ValueError(f"need (seeds, users) numerators and denominators of one shape, got {num.shape}, {den.shape}")
+    seeds, users = num.shape
+    rng = np.random.default_rng(seed)
+    seed_draws = rng.integers(0, seeds, size=(n_resamples, seeds))
+    # Each seed's users redrawn independently (a seed's users are not another's), then the seeds redrawn.
+    means = np.empty((n_resamples, seeds))
+    for s in range(seeds):
+        users_drawn = rng.integers(0, users, size=(n_resamples, users))
+        means[:, s] = num[s][users_drawn].sum(axis=1) / np.maximum(den[s][users_drawn].sum(axis=1), 1e-300)
+    samples = iqm(np.take_along_axis(means, seed_draws, axis=1), axis=1)
+    point = float(iqm(num.sum(axis=1) / np.maximum(den.sum(axis=1), 1e-300)))
+    return point, samples
+
+
+def interval_of(point: float, samples: np.ndarray, confidence: float = 0.95) -> Interval:
+    """The percentile interval of bootstrap ``samples`` around ``point``."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence} is out of range: allowed (0, 1)")
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(samples, [alpha, 1.0 - alpha])
+    return Interval(float(point), float(low), float(high))
+
+
+def seeds_and_users_interval(numerators: np.ndarray, denominators: np.ndarray | None = None,
+                             confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Interval:
+    """:func:`seeds_and_users_samples` as a percentile interval."""
+    return interval_of(*seeds_and_users_samples(numerators, denominators, n_resamples, seed), confidence)

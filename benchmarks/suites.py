@@ -19,9 +19,14 @@ PRESET_ENVS = {
 }
 
 #: Every agent the suite knows, in the order tables and plots show them.
-AGENTS = ("random", "popularity", "myopic", "heuristic", "qlearning", "dqn", "dqn_myopic", "sb3_dqn", "lstm", "gcn")
+AGENTS = ("random", "popularity", "myopic", "heuristic", "planner", "qlearning", "dqn", "dqn_myopic", "sb3_dqn",
+          "lstm", "gcn")
 #: Agents trained on a simulated interaction log rather than by interacting.
 LOG_TRAINED = frozenset({"popularity", "lstm", "gcn"})
+#: Agents that learn from the environment (by interacting, or from a log of it): they share one budget.
+LEARNERS = frozenset({"qlearning", "dqn", "dqn_myopic", "sb3_dqn"}) | LOG_TRAINED
+#: Behaviour policies a log may come from.
+LOG_POLICIES = ("random", "myopic", "heuristic")
 
 #: Per preset, settings that differ from an agent's defaults. On the cross-session preset the DQN
 #: values each session on its own (``session_discount=0``): the days a user stays away are no
@@ -33,23 +38,27 @@ AGENT_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Budget(Validated):
-    """How much every run trains and evaluates; one budget per suite."""
+    """How much every run trains and evaluates; one budget per suite.
+
+    Every learner gets ``train_steps`` environment user-steps: the interacting ones step that many
+    users in total, the next-item models are fitted on a log of that many steps (whole episodes of
+    ``log_policy``).
+    """
 
     eval_users: int = bounded(500, ge=2, le=1_000_000, doc="held-out users every agent is evaluated on")
-    dqn_steps: int = bounded(1_000_000, ge=1, le=10**10, doc="user-steps each DQN trains for")
-    dqn_users: int = bounded(256, ge=1, le=100_000, doc="users in the DQN's training vector env")
-    sb3_steps: int = bounded(30_000, ge=1, le=10**9, doc="env steps SB3's DQN trains for")
-    qlearning_episodes: int = bounded(20_000, ge=1, le=10**9, doc="episodes tabular Q-learning trains for")
-    log_users: int = bounded(12_000, ge=10, le=10_000_000, doc="simulated users in the training log")
+    train_steps: int = bounded(500_000, ge=1, le=10**10, doc="environment user-steps every learner trains on")
+    train_users: int = bounded(256, ge=1, le=100_000, doc="users stepped together while training by interaction")
     log_policy: str = "myopic"
-    holdout: float = bounded(0.2, gt=0.0, lt=1.0, doc="share of log users held out for log accuracy")
     seq_epochs: int = bounded(10, ge=1, le=10_000, doc="most epochs of the sequential models")
+    accuracy_users: int = bounded(500, ge=2, le=1_000_000, doc="held-out users of the accuracy log")
+    accuracy_policy: str = "myopic"
     max_steps: int = bounded(100_000, ge=1, le=10**9, doc="vector steps an evaluation may take")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.log_policy not in ("random", "myopic", "heuristic"):
-            raise ValueError(f"Budget.log_policy={self.log_policy!r} is not allowed: random, myopic or heuristic")
+        for name in ("log_policy", "accuracy_policy"):
+            if getattr(self, name) not in LOG_POLICIES:
+                raise ValueError(f"Budget.{name}={getattr(self, name)!r} is not allowed: {', '.join(LOG_POLICIES)}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,11 @@ class RunSpec:
     def eval_seed(self) -> int:
         """Seed of the held-out users: the same for every agent of a seed, never used in training."""
         return 1_000_000 + self.seed
+
+    @property
+    def accuracy_seed(self) -> int:
+        """Seed of the accuracy log's held-out users: the same for every agent of a seed, used nowhere else."""
+        return 2_000_000 + self.seed
 
     def overrides(self) -> dict[str, Any]:
         return AGENT_OVERRIDES.get((self.agent, self.preset), {})
@@ -106,14 +120,12 @@ class Suite:
 
 
 SUITES: dict[str, Suite] = {
-    # the README's main job: every agent, 3 seeds, within 10 minutes on 2 cores
-    "quick": Suite("quick", AGENTS, ("default",), (0, 1, 2), Budget()),
-    # the published comparison: 5 seeds, both presets, longer training of the baselines
-    # (the DQN's return at 1M user-steps is its return at 2M, see the README)
+    # the README's main job: every agent, 5 seeds, within 10 minutes on 2 cores
+    "quick": Suite("quick", AGENTS, ("default",), (0, 1, 2, 3, 4), Budget(seq_epochs=4)),
+    # the published comparison: both presets, twice the training budget
     "full": Suite("full", AGENTS, ("default", "cross_session"), (0, 1, 2, 3, 4),
-                  Budget(sb3_steps=100_000, qlearning_episodes=50_000, log_users=20_000, seq_epochs=20)),
+                  Budget(train_steps=1_000_000, seq_epochs=20)),
     # seconds-long end-to-end check of the machinery (tests): numbers mean nothing
     "tiny": Suite("tiny", AGENTS, ("default",), (0, 1),
-                  Budget(eval_users=16, dqn_steps=2_000, dqn_users=16, sb3_steps=300, qlearning_episodes=50,
-                         log_users=60, seq_epochs=1)),
+                  Budget(eval_users=16, train_steps=2_000, train_users=16, seq_epochs=1, accuracy_users=16)),
 }

@@ -110,7 +110,7 @@ class SeedRun:
         returns: exact average return of the greedy policy there (ties split uniformly).
         q: the final table.
         visits: how often training updated each (state, action) pair.
-        policy: the final greedy policy as the agent acts (ties to the lowest action).
+        policy: the final greedy policy as the agent acts (ties broken by the agent's seeded tie-break).
         final_return: exact average return of ``policy``.
         fraction_of_optimum: ``final_return / V*``.
         agreement: share of the optimal policy's visited states where ``policy`` picks the optimal action.
@@ -338,9 +338,10 @@ def report_markdown(cfg: TabularBenchConfig, summary: dict[str, Any]) -> str:
                  f"{agree['estimate']:.2f} [{agree['low']:.2f}, {agree['high']:.2f}] | |")
     lines.append(f"| worst seed | | {frac['min']:.3f} | | {agree['min']:.2f} | |")
     lines += ["", ("The final values are those of the greedy policy the agent acts with: ties, such as the all-zero "
-                   "rows of states training never reached, go to the lowest action. \"Ties split\" values the same "
-                   "table with ties split uniformly, as the curve does, so that an untrained table counts as the "
-                   "random policy; the two differ when untrained states matter."),
+                   "rows of states training never reached, go to the action the agent's seeded tie-break picks, "
+                   "never a fixed one. \"Ties split\" values the same table with ties split uniformly, as the "
+                   "curve does, so that an untrained table counts as the random policy; the two differ when "
+                   "untrained states matter."),
               "", f"![Q-learning against the optimum]({PLOT_NAME}.png)", ""]
     return "\n".join(lines)
 

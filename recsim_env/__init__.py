@@ -37,8 +37,10 @@ def _register() -> None:
                      vector_entry_point="recsim_env.envs:RecommendationVectorEnv",
                      max_episode_steps=max_steps, kwargs={"preset": preset})
     if "recsim_env/TabularDrift-v0" not in registry:
-        register(id="recsim_env/TabularDrift-v0", entry_point="recsim_env.tabular:TabularDriftEnv",
-                 max_episode_steps=200)
+        # No time limit: ``value_iteration`` solves the untruncated MDP, and every episode ends with
+        # probability one anyway (each step leaves with at least ``hazard_base``; see
+        # ``TabularMDP.min_exit_probability``), so a limit would only make V* slightly wrong.
+        register(id="recsim_env/TabularDrift-v0", entry_point="recsim_env.tabular:TabularDriftEnv")
 
 
 _register()

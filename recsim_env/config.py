@@ -94,6 +94,14 @@ class UserConfig(Validated):
     hazard_base: float = bounded(0.005, gt=0.0, le=1.0, doc="per-step leaving probability of a fresh user")
     hazard_boredom: float = bounded(0.05, ge=0.0, le=1.0, doc="extra leaving probability at full boredom")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # The hazard at full boredom is a probability; beyond 1 it would be clipped silently.
+        if self.hazard_base + self.hazard_boredom > 1.0:
+            raise ValueError(f"UserConfig.hazard_base + UserConfig.hazard_boredom = {self.hazard_base} + "
+                             f"{self.hazard_boredom} = {self.hazard_base + self.hazard_boredom!r} is out of range: "
+                             "allowed (0.0, 1.0] (the leaving probability at full boredom)")
+
 
 @dataclass(frozen=True)
 class ChoiceConfig(Validated):

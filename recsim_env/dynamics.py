@@ -96,12 +96,14 @@ def session_satisfaction(state: UserState) -> np.ndarray:
 
 
 def start_next_session(state: UserState, user: UserConfig, session: SessionConfig, left: np.ndarray,
-                       return_uniform: np.ndarray, interest_noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                       return_uniform: np.ndarray, away_noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Decide who of the users that ``left`` comes back, and start their next session in place.
 
     A satisfied user returns with higher probability and after a shorter delay
     (``delay = return_delay * exp(-delay_sensitivity * satisfaction)``); nobody returns past the
-    horizon. Returns ``(returned, delay)``.
+    horizon. ``away_noise`` ``(B, T)``: standard normals for the interest's wander while away, drawn
+    apart from the step's drift (reusing those would move a returning user twice along one
+    direction). Returns ``(returned, delay)``.
     """
     mood = session_satisfaction(state)
     p_return = 1.0 / (1.0 + np.exp(-(session.return_logit + session.return_sensitivity * mood)))
@@ -112,7 +114,7 @@ def start_next_session(state: UserState, user: UserConfig, session: SessionConfi
         away = delay[rows]
         # Days away: boredom fades, interests wander further.
         state.topics[rows, 1] *= np.exp(-away)[:, None]
-        state.topics[rows, 0] += user.exogenous_drift * np.sqrt(away * 10.0)[:, None] * interest_noise[rows]
+        state.topics[rows, 0] += user.exogenous_drift * np.sqrt(away * 10.0)[:, None] * away_noise[rows]
         clip_(state.interest, -1.0, 1.0)
         state.day[rows] += away
         state.session[rows] += 1

@@ -160,21 +160,58 @@ class RecommendationEnv(gym.Env[np.ndarray, Any]):
         return view.ansi() if self.render_mode == "ansi" else view.rgb_array()
 
 
+def _add_masks(info: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+    """Gymnasium's vector-info convention: a boolean ``(num_envs,)`` mask ``_k`` beside every key ``k``,
+    inside nested dicts too (``gymnasium.vector.VectorEnv._add_info``); one ``mask`` array for all."""
+    for key, value in list(info.items()):
+        if isinstance(value, dict):
+            _add_masks(value, mask)
+        info[f"_{key}"] = mask
+    return info
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    values.flags.writeable = False
+    return values
+
+
 class RecommendationVectorEnv(VectorEnv):
     """``num_envs`` users stepped together by one batched simulator (no per-user Python loop).
 
-    Autoreset is NEXT_STEP: the step after a user's episode ends resets that user (its action is
-    ignored, reward 0, not done), so training code must not store that transition.
+    ``autoreset_mode``:
+
+    * ``AutoresetMode.NEXT_STEP`` (default): the step after a user's episode ends resets that user
+      (its action is ignored, reward 0, not done), so training code must not store that transition;
+      ``info["autoreset"]`` marks those users.
+    * ``AutoresetMode.SAME_STEP``: a user whose episode ends is reset within the same step; the step
+      returns the new episode's first observation, with the last one in ``info["final_obs"]`` (an object
+      array, None for the other users) and the last step's info in ``info["final_info"]``, as
+      Gymnasium's ``SyncVectorEnv`` does in that mode.
+
+    Every info key ``k`` comes with a boolean ``(num_envs,)`` mask ``_k`` (nested dicts too), as
+    Gymnasium's vector envs build them: False for the users a key does not describe this step (the
+    response keys of a user who was just reset, whose values are then placeholders). The all-True mask
+    is one shared read-only array.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, preset: str = "default", config: EnvConfig | None = None,
-                 max_episode_steps: int | None = None, render_mode: str | None = None, **overrides: Any):
+                 max_episode_steps: int | None = None, render_mode: str | None = None,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **overrides: Any):
         if int(num_envs) != num_envs or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r} is out of range: allowed integers >= 1")
         if render_mode is not None:
             raise ValueError("the vector env does not render; render one user with RecommendationEnv")
+        modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+        try:
+            mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            mode = None
+        if mode not in modes:
+            raise ValueError(f"autoreset_mode={autoreset_mode!r}: allowed {', '.join(str(m) for m in modes)}")
+        self.autoreset_mode = mode
+        self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         self.config = _resolve(preset, config, overrides)
         self.num_envs = int(num_envs)
         self.max_episode_steps = max_episode_steps
@@ -189,6 +226,12 @@ class RecommendationVectorEnv(VectorEnv):
         self._steps = np.zeros(self.num_envs, np.int64)
         self._prev_done = np.zeros(self.num_envs, bool)
         self._started = False
+        self._everyone = _read_only(np.ones(self.num_envs, bool))
+        #: The all-True masks of a step's info and of its user state, built from the first ones seen.
+        self._step_masks: dict[str, np.ndarray] | None = None
+        self._state_masks: dict[str, np.ndarray] | None = None
+        #: Masks of the keys a reset user's info lacks (its response to the step), as ``_k`` names.
+        self._response_masks: tuple[str, ...] = ()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -198,7 +241,22 @@ class RecommendationVectorEnv(VectorEnv):
         self._prev_done[:] = False
         self._started = True
         sim = self.simulator
-        return self._encoder.encode(sim.candidates, sim.state), _info(sim, None, slice(None))
+        return self._encoder.encode(sim.candidates, sim.state), _add_masks(_info(sim, None, slice(None)),
+                                                                           self._everyone)
+
+    def _masked(self, info: dict[str, Any], reset: np.ndarray | None = None) -> dict[str, Any]:
+        """A step's ``info`` with its masks: all True (shared), except the response keys of ``reset`` users."""
+        if self._step_masks is None:  # the keys are the same every step: build the all-True masks once
+            self._step_masks = {f"_{key}": self._everyone for key in info}
+            self._state_masks = {f"_{key}": self._everyone for key in info["user_state"]}
+            self._response_masks = tuple(f"_{key}" for key in info if key not in _EVERY_USER_KEYS)
+        info["user_state"].update(self._state_masks)  # type: ignore[arg-type]
+        info.update(self._step_masks)
+        if reset is not None:
+            kept = ~reset
+            for key in self._response_masks:
+                info[key] = kept
+        return info
 
     def step(self, actions: Any):
         if not self._started:
@@ -210,9 +268,12 @@ class RecommendationVectorEnv(VectorEnv):
         self._steps += 1
         terminated = out.terminated.copy()
         truncated = (self._steps >= self.max_episode_steps) if self.max_episode_steps else np.zeros_like(terminated)
+        if self.autoreset_mode is AutoresetMode.SAME_STEP:
+            return self._step_same(out, terminated, truncated)
         reward = out.reward
         done = self._prev_done
-        if np.count_nonzero(done):
+        any_done = np.count_nonzero(done)
+        if any_done:
             # NEXT_STEP autoreset: these users' actions were ignored; they start a new episode now.
             sim.reset(self.np_random, done)
             self._encoder.clear(done)
@@ -229,4 +290,34 @@ class RecommendationVectorEnv(VectorEnv):
         obs = self._encoder.encode(sim.candidates, sim.state)
         info = _info(sim, out, slice(None))
         info["autoreset"] = done
-        return obs, reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, self._masked(info, done if any_done else None)
+
+    def _step_same(self, out: StepOutcome, terminated: np.ndarray, truncated: np.ndarray):
+        """SAME_STEP: the users whose episode ended start the next one at once; their last observation and
+        info go to ``final_obs`` and ``final_info``."""
+        sim = self.simulator
+        done = terminated | truncated
+        obs = self._encoder.encode(sim.candidates, sim.state)
+        if not np.count_nonzero(done):
+            return obs, out.reward, terminated, truncated, self._masked(_info(sim, out, slice(None)))
+        ended = np.flatnonzero(done)
+        done = _read_only(done)
+        final_info = _add_masks(_info(sim, out, slice(None)), done)
+        final_obs = np.full(self.num_envs, None, dtype=object)
+        for user, row in zip(ended, obs[ended]):  # the convention's per-env object array: the ended users only
+            final_obs[user] = row
+        sim.reset(self.np_random, done)
+        self._encoder.clear(done)
+        self._steps[done] = 0
+        info = self._masked(_info(sim, out, slice(None)), done)
+        for key, placeholder in _PLACEHOLDERS.items():  # fresh arrays: final_info keeps the real ones
+            info[key] = np.where(done, placeholder, info[key])
+        info["slate"] = info["slate"].copy()
+        info.update(final_obs=final_obs, _final_obs=done, final_info=final_info, _final_info=done)
+        return self._encoder.encode(sim.candidates, sim.state), out.reward, terminated, truncated, info
+
+
+#: Info keys that describe every user, reset or not; the others are the step's response.
+_EVERY_USER_KEYS = ("candidates", "user_state", "autoreset")
+#: What the response keys of a user who was just reset hold (their masks are False): no click.
+_PLACEHOLDERS = {"click": False, "engagement": 0.0, "position": -1, "item": -1, "session_ended": False}

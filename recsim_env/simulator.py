@@ -45,30 +45,43 @@ class StepDraws:
     """The random numbers of the coming steps, drawn a block of steps at a time.
 
     A step needs uniforms (choice, leaving, returning), the next candidates and normals (interest
-    drift, engagement noise): three generator calls, which for one user cost more than the rest
-    of the draws; a block of ``max(1, 1024 // n_users)`` steps shares them. Every number still comes
-    from the caller's generator, in order: the block is dropped when another generator is passed
-    (as after ``reset(seed=...)``), so the same seed gives the same trajectory.
+    drift, engagement noise, and with ``multi_session`` the wander of a user who is away): three
+    generator calls, which for one user cost more than the rest of the draws; a block of
+    ``max(1, 1024 // n_users)`` steps shares them. Every number still comes from the caller's
+    generator, in order: the block is dropped when another generator is passed (as after
+    ``reset(seed=...)``), so the same seed gives the same trajectory. The away normals are extra
+    rows of the normals, so single-session trajectories do not depend on them.
+
+    ``rows`` (one per user, values in ``[0, n_users)``) hands the numbers of draw row ``rows[i]`` to
+    user ``i``: users with the same row share every random number (common random numbers).
     """
 
-    def __init__(self, n_users: int, n_candidates: int, n_topics: int, n_items: int, response_config: ResponseConfig):
+    def __init__(self, n_users: int, n_candidates: int, n_topics: int, n_items: int, response_config: ResponseConfig,
+                 multi_session: bool = False, rows: np.ndarray | None = None):
         self.n_users, self.n_candidates, self.n_topics = n_users, n_candidates, n_topics
         self._response_config = response_config
+        self._multi_session = multi_session
+        self._rows = rows
         self.steps = max(1, DRAW_BLOCK_USER_STEPS // max(n_users, 1))
         self._n_items = np.array(float(n_items))
         self._rng: np.random.Generator | None = None
         self._next = self.steps
 
-    def take(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    def take(self, rng: np.random.Generator) -> tuple[np.ndarray | None, ...]:
         """One step's draws: float32 uniforms for choosing, leaving and returning ``(B,)`` each, the next
-        candidate ids ``(B, C)``, the engagement noise (mean-one lognormal factors) ``(B,)`` and float32
-        standard normals for the interest drift ``(B, T)``."""
+        candidate ids ``(B, C)``, the engagement noise (mean-one lognormal factors) ``(B,)``, float32
+        standard normals for the interest drift ``(B, T)`` and, with ``multi_session`` (else None),
+        independent ones for the wander of a user who leaves and comes back ``(B, T)``."""
         if rng is not self._rng or self._next == self.steps:
             self._fill(rng)
         i = self._next
         self._next = i + 1
-        return (self._choice[i], self._leave[i], self._return[i], self._candidates[i], self._engagement[i],
-                self._drift[i])
+        draws = (self._choice[i], self._leave[i], self._return[i], self._candidates[i], self._engagement[i],
+                 self._drift[i], None if self._away is None else self._away[i])
+        if self._rows is None:
+            return draws
+        # Gathered along the users' axis of memory, which stays innermost.
+        return tuple(None if d is None else d.T.take(self._rows, axis=-1).T for d in draws)
 
     def _fill(self, rng: np.random.Generator) -> None:
         # Quantities first, users innermost, like every batch array of the step.
@@ -76,10 +89,12 @@ class StepDraws:
         choice_leave_return = uniforms[:, :3].astype(np.float32)  # compared with float32 probabilities
         self._choice, self._leave, self._return = (choice_leave_return[:, j] for j in range(3))
         self._candidates = candidate_ids(uniforms[:, 3:], self._n_items).transpose(0, 2, 1)
-        normals = standard_normals(rng, (self.steps, self.n_topics + 1, self.n_users))
+        t = self.n_topics
+        normals = standard_normals(rng, (self.steps, (2 * t if self._multi_session else t) + 1, self.n_users))
         # Element by element, so a block gives the very numbers of one step at a time.
-        self._engagement = response.engagement_noise(normals[:, self.n_topics], self._response_config)
-        self._drift = normals[:, :self.n_topics].transpose(0, 2, 1)
+        self._engagement = response.engagement_noise(normals[:, t], self._response_config)
+        self._drift = normals[:, :t].transpose(0, 2, 1)
+        self._away = normals[:, t + 1:].transpose(0, 2, 1) if self._multi_session else None
         self._rng, self._next = rng, 0
 
 
@@ -148,19 +163,60 @@ class Simulator:
     def __init__(self, config: EnvConfig, n_users: int, catalog: Catalog | None = None):
         self.config = config
         self.catalog = make_catalog(config.catalog) if catalog is None else catalog
+        #: Item tables by ``paired`` (see ``_item_columns``), read-only and shared with spawned simulators.
+        self._item_tables: dict[bool, np.ndarray] = {}
+        self._size(n_users, None)
+
+    def _size(self, n_users: int, common: np.ndarray | None) -> None:
+        """Everything that depends on the number of users: state, candidates, index arrays, draws."""
+        config, cat = self.config, self.catalog
         self.n_users = n_users
-        self.state = UserState.empty(n_users, self.catalog.n_topics)
+        self.state = UserState.empty(n_users, cat.n_topics)
         self.candidates = np.zeros((n_users, config.n_candidates), np.int64)
         #: The item each user responded to in the last step: the clicked one, or the top of the slate.
         self.shown = np.zeros(n_users, np.int64)
-        cat = self.catalog
         self._paired = n_users == 1 and config.slate_size == 1
-        self._item_columns = _item_columns(cat, config, self._paired)
+        table = self._item_tables.get(self._paired)
+        if table is None:
+            table = self._item_tables[self._paired] = _item_columns(cat, config, self._paired)
+            table.flags.writeable = False
+        self._item_columns = table
         self._rows = np.arange(n_users)
         self._row_column = self._rows[:, None]
         self._n_items = np.array(float(cat.n_items))
         self._n_topics = cat.n_topics
-        self._draws = StepDraws(n_users, config.n_candidates, cat.n_topics, cat.n_items, config.response)
+        n_draws = n_users if common is None or not n_users else int(common.max()) + 1
+        self._draws = StepDraws(n_draws, config.n_candidates, cat.n_topics, cat.n_items, config.response,
+                                config.session.multi_session, common)
+
+    def spawn(self, state: UserState, candidates: np.ndarray, common: np.ndarray | None = None) -> Simulator:
+        """A simulator of copies of ``state``'s users facing ``candidates`` ``(B, C)``: for planning.
+
+        It shares this simulator's config and catalogue (nothing is rebuilt) and copies the state and
+        candidates, so stepping it never touches the originals. Stepped with the same positions and an
+        identically seeded generator as a simulator in the same state, it gives the same outcome bit
+        for bit. ``common`` ``(B,)``, integers from 0: users with equal values draw the same random
+        numbers at every step (common random numbers, to compare actions on the same futures); the
+        draws are then made for ``common.max() + 1`` users.
+        """
+        n = len(state)
+        candidates = np.asarray(candidates)
+        if candidates.shape != (n, self.config.n_candidates) or candidates.dtype.kind not in "iu":
+            raise ValueError(f"candidates must be integer item ids of shape ({n}, {self.config.n_candidates}), "
+                             f"got {candidates.dtype} {candidates.shape}")
+        if n and (candidates.min() < 0 or candidates.max() >= self.catalog.n_items):
+            raise ValueError(f"candidates must be item ids in [0, {self.catalog.n_items})")
+        if common is not None:
+            common = np.asarray(common)
+            if common.shape != (n,) or common.dtype.kind not in "iu" or (n and common.min() < 0):
+                raise ValueError(f"common must be {n} integers >= 0, got {common.dtype} {common.shape}")
+            common = common.astype(np.intp, copy=False)
+        sim = object.__new__(Simulator)
+        sim.config, sim.catalog, sim._item_tables = self.config, self.catalog, self._item_tables
+        sim._size(n, common)
+        sim.state = state.take(np.arange(n))
+        sim.candidates = np.array(candidates.T, np.int64).T  # a copy with users innermost, like the draws
+        return sim
 
     def reset(self, rng: np.random.Generator, mask: np.ndarray | None = None) -> None:
         """Draw new users (all, or the rows in ``mask``) and their first candidates."""
@@ -223,7 +279,8 @@ class Simulator:
         match = self._match(items, st.topics)  # (B, K, 2): affinity, boredom
         probs = choice.slate_probabilities(match, items[..., APPEAL_TERM], cfg.choice,
                                            choice.duplicate_mask(slate) if k > 1 else None)
-        choice_u, leave_u, return_u, next_candidates, engagement_noise, interest_noise = self._draws.take(rng)
+        choice_u, leave_u, return_u, next_candidates, engagement_noise, interest_noise, away_noise = \
+            self._draws.take(rng)
         outcome = choice.sample_outcome(probs, choice_u)
         n_shown, position_of = _outcome_tables(k)
         click = outcome < n_shown
@@ -236,7 +293,7 @@ class Simulator:
                                 leave_u, n_clicked=clicks)
         terminated = left
         if cfg.session.multi_session and left.any():
-            returned, _ = dynamics.start_next_session(st, cfg.user, cfg.session, left, return_u, interest_noise)
+            returned, _ = dynamics.start_next_session(st, cfg.user, cfg.session, left, return_u, away_noise)
             terminated = left & ~returned
         self.candidates = next_candidates
         self.shown = shown

@@ -81,6 +81,17 @@ class TabularMDP:
     def terminal(self) -> int:
         return self.n_states - 1
 
+    @property
+    def min_exit_probability(self) -> float:
+        """The least probability, over live states and actions, of reaching the terminal state in one step.
+
+        It is at least the leaving hazard's base rate, so under every policy an episode outlives
+        ``n`` steps with probability at most ``(1 - min_exit_probability) ** n`` and lasts
+        ``1 / min_exit_probability`` steps at most on average: episodes end without a time limit,
+        and value iteration with discount 1 converges.
+        """
+        return float(self.transition[:self.terminal, :, self.terminal].min())
+
     def describe(self, state: int) -> dict[str, Any]:
         """Satiation per topic and budget of a state index (``{"terminal": True}`` for the terminal state)."""
         if state == self.terminal:
@@ -235,7 +246,9 @@ class TabularDriftEnv(gym.Env[int, int]):
     The engagement of a click (0 without one); ``mdp.reward`` holds its expectation.
 
     ## Episode End
-    When the user leaves: the budget runs out or the boredom hazard fires.
+    When the user leaves: the budget runs out or the boredom hazard fires. Registered without a time
+    limit, so that the env is the MDP ``value_iteration`` solves: every step leaves with probability
+    at least ``mdp.min_exit_probability`` (at least ``hazard_base``), so every episode ends.
 
     ## Arguments
     ``config`` (a ``TabularConfig``) or any of its fields as keywords; ``exploring_starts=True``

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +76,39 @@ class UserState:
             session_step=np.zeros(n_users, np.int64), session_satisfaction=np.zeros(n_users, f32),
             session_clicks=np.zeros(n_users, np.int64),
         )
+
+    def __len__(self) -> int:
+        return self.budget.shape[0]
+
+    def take(self, rows: np.ndarray) -> UserState:
+        """A copy of the users at ``rows`` (indices, repeats allowed), sharing no memory with this state.
+
+        For planning: many copies of a user can be stepped forward without touching the original.
+        The copy keeps the layout of ``empty`` (users innermost in memory).
+        """
+        rows = np.asarray(rows, np.intp)
+        fields = self.__dict__
+        # ``topics.transpose(1, 2, 0)`` is the (2, T, B) array itself; taking along its last axis copies.
+        topics = self.topics.transpose(1, 2, 0).take(rows, axis=2).transpose(2, 0, 1)
+        return UserState(topics=topics, **{name: fields[name].take(rows) for name in PER_USER_FIELDS})
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> UserState:
+        """The users of a ``snapshot`` (as ``info["user_state"]`` holds it, one user or a batch), copied.
+
+        Every field of the state is in a snapshot, so a policy that reads ``info`` can rebuild the
+        full state and simulate the users forward.
+        """
+        interest = np.asarray(snapshot["interest"], np.float32)
+        interest = interest[None] if interest.ndim == 1 else interest
+        n, t = interest.shape
+        state = cls.empty(n, t)
+        state.interest = interest
+        state.satiation = np.asarray(snapshot["satiation"], np.float32).reshape(n, t)
+        fields = state.__dict__
+        for name in PER_USER_FIELDS:
+            fields[name][:] = np.asarray(snapshot[name]).reshape(n)
+        return state
 
     def snapshot(self, index: int | slice = slice(None)) -> dict[str, np.ndarray]:
         """A copy of the state (of one user, or a slice of users), for ``info`` and analysis."""

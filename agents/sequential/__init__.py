@@ -3,7 +3,8 @@
 Models (each in its own module, all trained and evaluated by ``training``):
 ``popularity`` (counts), ``lstm`` (GRU4Rec style, ``recurrent``), ``gcn`` (SR-GNN style, ``srgnn``)
 and ``lightgcn`` (``lightgcn``). ``checkpoint`` builds, fits, saves and loads them; ``policy`` turns a
-fitted one into a :class:`~agents.base.Recommender` for the simulator.
+fitted one into a :class:`~agents.base.Recommender` for the simulator; ``click`` fits a click head on a
+frozen one (``SequentialPolicy(env, trained, click_head=fit_click_head(trained, log))``).
 
 The registry factories below import torch only when called, so ``import agents`` stays light.
 Each needs a fitted model, given in exactly one of three ways::

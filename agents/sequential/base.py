@@ -8,6 +8,8 @@ when a policy ranks ten candidates out of a large catalogue).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -43,6 +45,27 @@ class Batch:
         return cls.from_numpy(batch.inputs, np.maximum(batch.lengths, 1), batch.targets, batch.rows)
 
 
+def pack_histories(model_ids: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Histories of model item ids in time order (0 = no item or an unknown one, anywhere in a row) as
+    the models read them: each row's last ``max_len`` items right-padded with 0, and their lengths
+    (0 for a row with no item, which the models cannot score).
+
+    A logged history is left-padded and may hold items the model never saw; a policy's own history
+    skips those, so dropping them here gives both the same input.
+    """
+    model_ids = np.asarray(model_ids, np.int64)
+    if model_ids.ndim != 2:
+        raise ValueError(f"histories must be (rows, length), got shape {model_ids.shape}")
+    known = model_ids > 0
+    total = known.sum(axis=1)
+    lengths = np.minimum(total, max_len)
+    slot = np.cumsum(known, axis=1) - 1 - (total - lengths)[:, None]  # place among the kept items
+    r, c = np.nonzero(known & (slot >= 0))
+    items = np.zeros((len(model_ids), max(int(lengths.max(initial=0)), 1)), np.int64)
+    items[r, slot[r, c]] = model_ids[r, c]
+    return items, lengths.astype(np.int64)
+
+
 class NextItemModel(nn.Module):
     """Base of the trainable models: ``kind`` names it in checkpoints, ``config`` rebuilds it."""
 
@@ -72,6 +95,11 @@ class NextItemModel(nn.Module):
         or, with ``candidates`` ``(B, N)``, ``(B, N)`` for those items only."""
         raise NotImplementedError
 
+    def represent(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two factors of the logits: user vectors ``(B, d)`` and the item table ``(n_items + 1, d)``,
+        whose dot products plus the per-item bias are :meth:`score`. A click head reads them."""
+        raise NotImplementedError(f"{type(self).__name__} has no user and item vectors")
+
 
 def dot_scores(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
                candidates: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,19 +110,33 @@ def dot_scores(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
     return torch.einsum("bd,bnd->bn", states, table[candidates]) + bias[candidates]
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block on torch's CPU generator seeded with ``seed``, and give the caller's state back after.
+
+    Module initialisation and dropout draw from torch's default generator and take no generator of
+    their own, so this is how a build or a fit is made repeatable without reseeding anyone else's
+    stream: the state is forked, seeded inside, and restored on exit (exceptions included).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # the CPU generator only: accelerators' state is not forked
+        yield
+
+
 OBJECTIVES = ("ce", "bce")
 
 
-def other_items(targets: torch.Tensor, n_items: int) -> torch.Tensor:
+def other_items(targets: torch.Tensor, n_items: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """One item per target, uniform over the items ``1..n_items`` other than that target."""
     if n_items < 2:
         raise ValueError(f"n_items={n_items}: drawing an item other than the target needs at least 2 items")
-    draws = torch.randint(1, n_items, targets.shape)
+    draws = torch.randint(1, n_items, targets.shape, generator=generator)
     return draws + (draws >= targets)
 
 
 def next_item_loss(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
-                   targets: torch.Tensor, objective: str = "ce") -> torch.Tensor:
+                   targets: torch.Tensor, objective: str = "ce",
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Next-item loss of the targets (items ``1..n``).
 
     ``ce``: full-softmax cross-entropy over every real item. The padding item is left out of the
@@ -102,7 +144,8 @@ def next_item_loss(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor
     fused into the matrix product for the same reason.
 
     ``bce``: binary cross-entropy of the target against one negative drawn uniformly from the other
-    items (torch's global generator, seeded by the training loop), the objective of SASRec and of
+    items (from ``generator``; by default torch's generator, which the training loop forks and
+    seeds, see :func:`seeded`), the objective of SASRec and of
     the S3-Rec code behind the published Beauty and LastFM tables. It trains for sampled metrics and
     ranks the whole catalogue worse than ``ce``.
     """
@@ -111,7 +154,7 @@ def next_item_loss(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor
         return nn.functional.cross_entropy(logits, targets - 1)
     if objective != "bce":
         raise ValueError(f"objective={objective!r}: allowed {', '.join(OBJECTIVES)}")
-    pairs = torch.stack([targets, other_items(targets, table.shape[0] - 1)], dim=1)
+    pairs = torch.stack([targets, other_items(targets, table.shape[0] - 1, generator)], dim=1)
     logits = torch.einsum("bd,bkd->bk", states, table[pairs]) + bias[pairs]
     labels = torch.zeros_like(logits)
     labels[:, 0] = 1.0

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.sequential.base import NextItemModel
+from agents.sequential.base import NextItemModel, seeded
 from agents.sequential.lightgcn import LightGCN, LightGCNConfig
 from agents.sequential.popularity import Popularity
 from agents.sequential.recurrent import RecurrentConfig, RecurrentRecommender
@@ -53,15 +53,17 @@ def model_config(kind: str, config: Any = None) -> Any:
 
 def build_model(kind: str, n_items: int, config: Any = None, train_seqs: Sequences | None = None,
                 seed: int = 0) -> NextItemModel:
-    """A freshly initialised model (seeded), LightGCN built on the graph of ``train_seqs``."""
+    """A freshly initialised model (seeded), LightGCN built on the graph of ``train_seqs``.
+
+    The initialisation draws from a forked, seeded torch generator (:func:`~agents.sequential.base.seeded`),
+    so one seed gives the same weights bit for bit and torch's global random state is left as it was.
+    """
     cls, _ = _kind(kind)
-    torch.manual_seed(seed)
     config = model_config(kind, config)
-    if cls is LightGCN:
-        if train_seqs is None:
-            raise ValueError("LightGCN needs the training sequences (its graph)")
-        return LightGCN(n_items, config, train=train_seqs)
-    return cls(n_items, config)
+    if cls is LightGCN and train_seqs is None:
+        raise ValueError("LightGCN needs the training sequences (its graph)")
+    with seeded(seed):
+        return LightGCN(n_items, config, train=train_seqs) if cls is LightGCN else cls(n_items, config)
 
 
 @dataclass

@@ -102,6 +102,8 @@ class LightGCN(NextItemModel):
         vectors, items_final = self._user_vectors(batch)
         return next_item_loss(vectors[rows], items_final, self.bias, every[rows, cols], objective)
 
+    def represent(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._user_vectors(batch)
+
     def score(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
-        vectors, items_final = self._user_vectors(batch)
-        return dot_scores(vectors, items_final, self.bias, candidates)
+        return dot_scores(*self.represent(batch), self.bias, candidates)

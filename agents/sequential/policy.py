@@ -10,6 +10,12 @@ row starts a new user (``info["autoreset"]`` in the vector env), and every row's
 Two cases the model cannot score: a user with no click yet gets the training popularity of the
 candidates, and a candidate the model never saw in training gets ``-inf`` (shown only if no
 candidate is known). Clicks on unknown items are not added to the history.
+
+For accuracy on logged steps (:class:`~recsim_env.logs.LoggedSteps`) the same scores are given for
+the whole catalogue (``catalogue_scores``), from each step's logged click history instead of the
+policy's own; with a :class:`~agents.sequential.click.ClickHead` the policy also predicts clicks on
+the shown items (``click_probability``). The head is not part of the checkpoint: ``save`` writes
+the next-item model only, and ``load`` drops the head, whose features came from the old weights.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ import numpy as np
 import torch
 
 from agents.base import Recommender
-from agents.sequential.base import Batch
+from agents.sequential.base import Batch, pack_histories
 from agents.sequential.checkpoint import TrainedModel
+from agents.sequential.click import ClickHead
 from agents.sequential.popularity import Popularity
+from recsim_env.logs.steps import LoggedSteps
 
 
 def _catalogue_size(env: gym.Env | gym.vector.VectorEnv) -> tuple[int, int]:
@@ -37,10 +45,17 @@ def _catalogue_size(env: gym.Env | gym.vector.VectorEnv) -> tuple[int, int]:
 class SequentialPolicy(Recommender):
     """Ranks candidates by a trained next-item model over each user's click history."""
 
-    def __init__(self, env: gym.Env | gym.vector.VectorEnv, trained: TrainedModel):
+    def __init__(self, env: gym.Env | gym.vector.VectorEnv, trained: TrainedModel, click_head: ClickHead | None = None,
+                 score_batch_size: int = 1024):
         super().__init__(env)
+        if score_batch_size < 1:
+            raise ValueError(f"score_batch_size={score_batch_size!r} is out of range: allowed >= 1")
+        if click_head is not None and click_head.trained is not trained:
+            raise ValueError("click_head was fitted on another model than trained")
         self.n_env_items, self.slate_size = _catalogue_size(env)
+        self.score_batch_size = score_batch_size
         self._set_model(trained)
+        self.click_head = click_head
 
     def _set_model(self, trained: TrainedModel) -> None:
         if trained.item_ids.dtype.kind not in "iu":
@@ -102,6 +117,46 @@ class SequentialPolicy(Recommender):
                 scores[rows] = model.score(batch, torch.as_tensor(candidates[rows])).double().numpy()
         return np.where(candidates > 0, scores, -np.inf)
 
+    def catalogue_scores(self, steps: LoggedSteps) -> np.ndarray:
+        """Scores ``(S, n_items)`` of every env item at each logged step, as :meth:`scores` gives them
+        for a user whose history holds the step's logged clicks (unknown items -inf, popularity
+        without a click yet); the model reads ``score_batch_size`` histories at a time."""
+        self._check_catalogue(steps)
+        known = self.index > 0
+        model = self.trained.model
+        if isinstance(model, Popularity):
+            row = np.where(known, model.ranked.double().numpy()[self.index], -np.inf)
+            return np.repeat(row[None, :], len(steps), axis=0)
+        out = np.empty((len(steps), self.n_env_items))
+        out[:] = np.where(known, self.prior[self.index], -np.inf)
+        items, lengths = pack_histories(self._model_items(steps.history), self.max_len)
+        rows = np.flatnonzero(lengths > 0)
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(rows), self.score_batch_size):
+                chunk = rows[start:start + self.score_batch_size]
+                width = int(lengths[chunk].max())
+                batch = Batch.from_numpy(items[chunk, :width], lengths[chunk], users=np.full(len(chunk), -1))
+                out[chunk] = np.where(known, model.score(batch).double().numpy()[:, self.index], -np.inf)
+        return out
+
+    def click_probability(self, steps: LoggedSteps) -> np.ndarray:
+        """The click head's probability ``(S, K)`` of a click on each shown item, given the logged history."""
+        if self.click_head is None:
+            return super().click_probability(steps)
+        self._check_catalogue(steps)
+        return self.click_head.probability(steps.history, steps.shown)
+
+    def _check_catalogue(self, steps: LoggedSteps) -> None:
+        if steps.n_items != self.n_env_items:
+            raise ValueError(f"the steps' catalogue has {steps.n_items} items, the policy's env {self.n_env_items}")
+
+    def _model_items(self, env_items: np.ndarray) -> np.ndarray:
+        """Model ids of env item ids, 0 for -1, out-of-catalogue and never-seen items."""
+        env_items = np.asarray(env_items, np.int64)
+        inside = (env_items >= 0) & (env_items < self.n_env_items)
+        return np.where(inside, self.index[np.where(inside, env_items, 0)], 0)
+
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         self.observe(info)
         order = np.argsort(-self.scores(obs, info), axis=1, kind="stable")[:, :self.slate_size]
@@ -113,3 +168,4 @@ class SequentialPolicy(Recommender):
 
     def load(self, path: str | Path) -> None:
         self._set_model(TrainedModel.load(path, kind=self.trained.kind))
+        self.click_head = None  # fitted on the previous weights

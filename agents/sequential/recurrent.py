@@ -69,7 +69,9 @@ class RecurrentRecommender(NextItemModel):
         mask = batch.targets > 0
         return next_item_loss(states[mask], self.embedding.weight, self.bias, batch.targets[mask], objective)
 
-    def score(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
+    def represent(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         states = self.states(batch.items, batch.lengths)
-        last = states[torch.arange(len(batch.lengths)), batch.lengths - 1]
-        return dot_scores(last, self.embedding.weight, self.bias, candidates)
+        return states[torch.arange(len(batch.lengths)), batch.lengths - 1], self.embedding.weight
+
+    def score(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        return dot_scores(*self.represent(batch), self.bias, candidates)

@@ -129,6 +129,8 @@ class SRGNN(NextItemModel):
         return next_item_loss(self.session_vectors(items, lengths), self.embedding.weight, self.bias, targets,
                               objective)
 
+    def represent(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.session_vectors(batch.items, batch.lengths), self.embedding.weight
+
     def score(self, batch: Batch, candidates: torch.Tensor | None = None) -> torch.Tensor:
-        return dot_scores(self.session_vectors(batch.items, batch.lengths), self.embedding.weight, self.bias,
-                          candidates)
+        return dot_scores(*self.represent(batch), self.bias, candidates)

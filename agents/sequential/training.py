@@ -2,8 +2,8 @@
 
 Training: Adam on full-softmax cross-entropy (or the one-negative binary cross-entropy of the
 published baselines, ``loss="bce"``), shuffled padded batches from a seeded numpy generator,
-dropout and ``bce`` negatives from torch's generator seeded with ``torch.manual_seed``, so a run is
-repeatable on CPU.
+dropout and ``bce`` negatives from a forked copy of torch's generator seeded with the run's seed
+(``base.seeded``), so a run is repeatable on CPU and leaves torch's global random state untouched.
 After each epoch the model ranks the validation targets against the whole catalogue; the epoch with
 the best validation NDCG@10 is kept, training stops after ``patience`` epochs without improvement
 (or, with ``max_seconds``, before an epoch that would overrun the time budget: on a shared machine
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.sequential.base import OBJECTIVES, Batch, NextItemModel
+from agents.sequential.base import OBJECTIVES, Batch, NextItemModel, seeded
 from recsim_env.config import Validated, bounded
 from recsim_env.io import progress_enabled
 from recsim_env.logs import EvalSet, Sequences, training_batches
@@ -100,7 +100,7 @@ def train(model: NextItemModel, train_seqs: Sequences, valid: EvalSet, config: T
     """Fit ``model`` on ``train_seqs``, select the epoch on ``valid`` (NDCG@10, full ranking).
 
     Args:
-        model: a trainable :class:`NextItemModel`, built after ``torch.manual_seed(config.seed)``.
+        model: a trainable :class:`NextItemModel` (``checkpoint.build_model`` initialises it seeded).
         train_seqs: training sequences (rows are the ``users`` of ``valid``).
         valid: validation cases.
         config: optimisation settings.
@@ -113,7 +113,13 @@ def train(model: NextItemModel, train_seqs: Sequences, valid: EvalSet, config: T
     config = config or TrainConfig()
     if not model.trainable:
         raise TypeError(f"{type(model).__name__} is not trained by gradient descent")
-    torch.manual_seed(config.seed)
+    with seeded(config.seed):  # dropout and bce negatives: a seeded fork, the caller's stream untouched
+        return _train(model, train_seqs, valid, config, on_best, progress)
+
+
+def _train(model: NextItemModel, train_seqs: Sequences, valid: EvalSet, config: TrainConfig,
+           on_best: Callable[[], object] | None, progress: bool | None) -> TrainResult:
+    """The loop of :func:`train`, run inside its seeded fork of torch's generator."""
     rng = np.random.default_rng(config.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     result = TrainResult()

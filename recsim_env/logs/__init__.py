@@ -11,9 +11,10 @@ from recsim_env.logs.sequences import (
     split_users, training_batches,
 )
 from recsim_env.logs.simulated import InteractionLog, collect_log, is_log, read_log, write_log
+from recsim_env.logs.steps import LoggedSteps, collect_steps
 
 __all__ = [
-    "FORMATS", "PAD", "DataFormatError", "EvalSet", "InteractionLog", "Sequences", "Split", "TrainingBatch",
-    "collect_log", "holdout_split", "infer_format", "is_log", "leave_last_out", "load_sequences", "next_item_events", "read_log",
+    "FORMATS", "PAD", "DataFormatError", "EvalSet", "InteractionLog", "LoggedSteps", "Sequences", "Split", "TrainingBatch",
+    "collect_log", "collect_steps", "holdout_split", "infer_format", "is_log", "leave_last_out", "load_sequences", "next_item_events", "read_log",
     "sample_negatives", "split_users", "training_batches", "write_log",
 ]

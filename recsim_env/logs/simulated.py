@@ -76,19 +76,29 @@ def _jsonable(value: Any) -> Any:
     return repr(value)  # e.g. a reward callable: recorded, not restorable
 
 
-def collect_log(env: gym.vector.VectorEnv, policy: BehaviourPolicy, n_users: int, seed: int,
+def collect_log(env: gym.vector.VectorEnv, policy: BehaviourPolicy, n_users: int | None, seed: int,
                 policy_name: str | None = None, max_steps: int = 1_000_000,
-                progress: bool | None = None) -> InteractionLog:
+                progress: bool | None = None, n_steps: int | None = None) -> InteractionLog:
     """Run ``policy`` on ``env`` until ``n_users`` users have each finished one episode.
 
     Each env row serves a fresh user after every autoreset, so ``n_users`` may exceed
     ``env.num_envs``. Autoreset steps (NEXT_STEP mode) are not interactions and are skipped; users
     started beyond the first ``n_users`` are dropped, so the log holds complete episodes only.
 
+    With ``n_steps`` instead of ``n_users`` the log is sized in user-steps (the budget a learner that
+    interacts is given): it holds the first users, in the order they started, whose episodes add up
+    to at most ``n_steps`` steps, and no user beyond the first that would exceed it.
+
     Raises:
-        ValueError: ``n_users`` < 1.
+        ValueError: not exactly one of ``n_users`` and ``n_steps``, or either < 1.
         RuntimeError: the users did not finish within ``max_steps`` env steps.
     """
+    if (n_users is None) == (n_steps is None):
+        raise ValueError("collect_log needs exactly one of n_users and n_steps")
+    if n_steps is not None:
+        if n_steps < 1:
+            raise ValueError(f"n_steps={n_steps!r} is out of range: allowed >= 1")
+        return _log_of_steps(env, policy, n_steps, seed, policy_name, max_steps, progress)
     if n_users < 1:
         raise ValueError(f"n_users={n_users!r} is out of range: allowed >= 1")
     obs, info = env.reset(seed=seed)
@@ -133,6 +143,27 @@ def collect_log(env: gym.vector.VectorEnv, policy: BehaviourPolicy, n_users: int
                 "config": _jsonable(getattr(env.unwrapped, "config", None)), "policy": policy_name,
                 "seed": seed, "n_users": n_users, "num_envs": b}
     return InteractionLog(**{k: v[order] for k, v in columns.items()}, metadata=metadata)
+
+
+def _log_of_steps(env: gym.vector.VectorEnv, policy: BehaviourPolicy, n_steps: int, seed: int,
+                  policy_name: str | None, max_steps: int, progress: bool | None) -> InteractionLog:
+    """``collect_log`` sized in user-steps: enough users for ``n_steps``, then the prefix that fits.
+
+    An episode lasts at least one step, so ``n_steps`` users always suffice; fewer are simulated
+    first (twice the estimate from a pilot), and more only if those fall short.
+    """
+    users = max(1, min(n_steps, 2 * n_steps // 10))
+    while True:
+        log = collect_log(env, policy, users, seed, policy_name, max_steps, progress)
+        lengths = np.bincount(log.user, minlength=users)
+        total = np.cumsum(lengths)
+        if total[-1] > n_steps or users == n_steps:
+            keep = int(np.searchsorted(total, n_steps, side="right"))
+            rows = log.user < keep
+            metadata = {**log.metadata, "n_users": keep, "n_steps_budget": n_steps}
+            return InteractionLog(**{f.name: getattr(log, f.name)[rows] for f in dataclasses.fields(log)
+                                     if f.name != "metadata"}, metadata=metadata)
+        users = min(n_steps, 2 * users * n_steps // max(int(total[-1]), 1) + 1)
 
 
 def write_log(path: str | Path, log: InteractionLog) -> Path:

@@ -9,14 +9,16 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
 import agents
-from agents.sequential.base import next_item_loss, other_items
-from agents.sequential.checkpoint import CheckpointError, TrainedModel, fit
+from agents.sequential.base import next_item_loss, other_items, pack_histories, seeded
+from agents.sequential.checkpoint import CheckpointError, TrainedModel, build_model, fit
+from agents.sequential.click import ClickHeadConfig, fit_click_head, log_histories, log_impressions
 from agents.sequential.policy import SequentialPolicy
 from agents.sequential.srgnn import session_graphs
 from agents.sequential.training import TrainConfig, evaluate
 from recsim_env.logs import (
-    Sequences, collect_log, leave_last_out, next_item_events, split_users, write_log,
+    Sequences, collect_log, collect_steps, leave_last_out, next_item_events, split_users, write_log,
 )
+from recsim_env.metrics import click_metrics
 from tests.conftest import make_vec
 
 FAST = TrainConfig(epochs=25, lr=1e-2, batch_size=32, patience=25, exclude_history=False)
@@ -110,9 +112,9 @@ def test_test_and_validation_items_never_reach_the_gradients(cycles, kind):
 
 
 def test_bce_negatives_are_uniform_over_the_other_items():
-    torch.manual_seed(0)
-    targets = torch.randint(1, 6, (60_000,))
-    negatives = other_items(targets, 5)
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(1, 6, (60_000,), generator=generator)
+    negatives = other_items(targets, 5, generator)
     assert not (negatives == targets).any() and negatives.min() == 1 and negatives.max() == 5
     counts = torch.bincount(negatives[targets == 3], minlength=6)[1:].float()
     assert counts[2] == 0 and torch.allclose(counts[[0, 1, 3, 4]] / counts.sum(), torch.tensor(0.25), atol=0.01)
@@ -122,12 +124,11 @@ def test_bce_negatives_are_uniform_over_the_other_items():
 
 def test_bce_loss_is_the_published_one_negative_objective():
     """-log sigmoid(target logit) - log(1 - sigmoid(negative logit)), averaged over targets."""
-    states, table, bias = torch.randn(4, 3), torch.randn(7, 3), torch.randn(7)
+    generator = torch.Generator().manual_seed(4)
+    states, table, bias = (torch.randn(shape, generator=generator) for shape in ((4, 3), (7, 3), (7,)))
     targets = torch.tensor([1, 6, 3, 3])
-    torch.manual_seed(5)
-    loss = next_item_loss(states, table, bias, targets, "bce")
-    torch.manual_seed(5)
-    negatives = other_items(targets, 6)
+    loss = next_item_loss(states, table, bias, targets, "bce", torch.Generator().manual_seed(5))
+    negatives = other_items(targets, 6, torch.Generator().manual_seed(5))
     pos = (states * table[targets]).sum(1) + bias[targets]
     neg = (states * table[negatives]).sum(1) + bias[negatives]
     expected = -(torch.nn.functional.logsigmoid(pos) + torch.nn.functional.logsigmoid(-neg)).mean()
@@ -311,9 +312,10 @@ def test_srgnn_layer_passes_messages_along_both_edge_directions():
 
     from agents.sequential.srgnn import BidirectionalGatedGraphConv
 
-    torch.manual_seed(0)
-    layer = BidirectionalGatedGraphConv(4, steps=1)
-    x, edges = torch.randn(3, 4), torch.tensor([[0], [1]])  # 0 -> 1; node 2 is alone
+    with seeded(0):
+        layer = BidirectionalGatedGraphConv(4, steps=1)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    edges = torch.tensor([[0], [1]])  # 0 -> 1; node 2 is alone
     moved_successor, moved_predecessor = x.clone(), x.clone()
     moved_successor[1] += 1.0
     moved_predecessor[0] += 1.0
@@ -321,3 +323,133 @@ def test_srgnn_layer_passes_messages_along_both_edge_directions():
     assert not torch.allclose(layer(moved_successor, edges)[0], base[0])  # 0 hears from its successor
     assert not torch.allclose(layer(moved_predecessor, edges)[1], base[1])  # 1 hears from its predecessor
     assert torch.allclose(layer(moved_successor, edges)[2], base[2])  # no edge, no message
+
+
+def test_pack_histories_drops_padding_and_unknown_items_and_keeps_the_newest():
+    items, lengths = pack_histories(np.array([[0, 0, 3, 4], [5, 0, 6, 7], [0, 0, 0, 0]]), max_len=2)
+    assert items.tolist() == [[3, 4], [6, 7], [0, 0]] and lengths.tolist() == [2, 2, 0]
+    items, lengths = pack_histories(np.array([[0, 9, 0, 8]]), max_len=5)
+    assert items.tolist() == [[9, 8]] and lengths.tolist() == [2]
+
+
+class Recording:
+    """A behaviour policy that keeps the candidate scores ``policy`` gave every row at each step."""
+
+    def __init__(self, policy):
+        self.policy, self.scores = policy, []
+
+    def act(self, obs, info):
+        actions = self.policy.act(obs, info)
+        self.scores.append(self.policy.scores(obs, info))
+        return actions
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gcn", "popularity"])
+def test_catalogue_scores_are_the_policy_s_scores_at_the_logged_steps(sim_log, kind):
+    """At each logged step, the catalogue scores of the step's candidates are what the policy scored
+    while acting there from its own history: same item mapping, -inf for items the model never saw,
+    the training popularity before the first click."""
+    env = make_vec(num_envs=16, n_items=300)
+    policy = agents.make(kind, env, log=sim_log, **({} if kind == "popularity" else {"epochs": 1}))
+    policy.score_batch_size = 7  # several batches
+    recording = Recording(policy)
+    steps = collect_steps(env, recording, seed=3)
+    acted = np.stack(recording.scores)[steps.step, steps.user]
+    scores = policy.catalogue_scores(steps)
+    assert scores.shape == (len(steps), 300)
+    at_candidates = np.take_along_axis(scores, steps.candidates, axis=1)
+    np.testing.assert_array_equal(np.isneginf(at_candidates), np.isneginf(acted))
+    finite = np.isfinite(acted)
+    np.testing.assert_allclose(at_candidates[finite], acted[finite], rtol=1e-5, atol=1e-5)
+    unknown = policy.index == 0
+    assert unknown.any() and np.isneginf(scores[:, unknown]).all() and np.isfinite(scores[:, ~unknown]).all()
+    empty = (steps.history < 0).all(axis=1)
+    assert empty.any() and (~empty).any()
+    if kind != "popularity":
+        prior = policy.prior[policy.index[~unknown]]
+        np.testing.assert_array_equal(scores[empty][:, ~unknown], np.broadcast_to(prior, (empty.sum(), len(prior))))
+        assert not np.allclose(scores[~empty][:, ~unknown], prior)
+    with pytest.raises(ValueError, match="300 items, the policy's env 1000"):
+        SequentialPolicy(make_vec(num_envs=2), policy.trained).catalogue_scores(steps)
+
+
+@pytest.mark.parametrize("kind, loss", [("lstm", "bce"), ("gcn", "ce"), ("lightgcn", "ce")])
+def test_fitting_leaves_torch_s_global_generator_alone_and_repeats_bit_for_bit(cycles, kind, loss):
+    """Initialisation, dropout and bce negatives draw from a seeded fork: the caller's stream is
+    untouched, and one seed gives the same weights."""
+    split = leave_last_out(cycles)
+    config = TrainConfig(epochs=2, batch_size=64, seed=3, loss=loss)
+    before = torch.get_rng_state()
+    first, _ = fit(kind, split.train, split.valid, None, config, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(5)  # a different global state must not matter
+    second, _ = fit(kind, split.train, split.valid, None, config, progress=False)
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    state = torch.get_rng_state()
+    build_model(kind, cycles.n_items, None, split.train, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.fixture(scope="module")
+def click_log():
+    """2,000 myopic users on 300 items; 20% of them held out (never trained on) for click accuracy."""
+    env = make_vec(num_envs=500, n_items=300)
+    log = collect_log(env, agents.make("myopic", env), n_users=2000, seed=0, policy_name="myopic")
+    train_users, test_users = split_users(log.to_sequences(), 0.2, np.random.default_rng(0))
+    return log, train_users, test_users.user_ids
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gcn", "popularity"])
+def test_click_head_predicts_held_out_users_clicks(click_log, kind):
+    """ROC-AUC on held-out users' impressions: the fitted head is clearly above 0.5 and above the same
+    head untrained (``epochs=0``: the very initial weights and feature scaling). Seen failing with
+    learning off: fitting the first head with ``epochs=0`` gives both heads the same AUC."""
+    log, train_users, held_out = click_log
+    split = leave_last_out(train_users)
+    trained, _ = fit(kind, split.train, split.valid, None,
+                     TrainConfig(epochs=3, lr=1e-2, patience=3, exclude_history=False), progress=False)
+    heads = {epochs: fit_click_head(trained, log, ClickHeadConfig(epochs=epochs), users=train_users.user_ids)
+             for epochs in (5, 0)}
+    test = log_impressions(log, held_out)
+    assert len(test) > 5000 and not np.isin(test.user, train_users.user_ids).any()
+    auc = {epochs: click_metrics(test.clicked, head.probability(test.history, test.item[:, None])[:, 0])["roc_auc"]
+           for epochs, head in heads.items()}
+    assert auc[5] > 0.55 and auc[5] > auc[0] + 0.02, auc
+
+
+def test_policy_predicts_clicks_on_logged_steps_with_its_head(click_log, tmp_path):
+    """The log's impressions carry the same histories as LoggedSteps of the same users; the head is
+    seeded (one seed, one head; torch's global stream untouched) and validated."""
+    log, train_users, _ = click_log
+    split = leave_last_out(train_users)
+    trained, _ = fit("lstm", split.train, split.valid, None, TrainConfig(epochs=1), progress=False)
+    before = torch.get_rng_state()
+    head = fit_click_head(trained, log, ClickHeadConfig(epochs=1, max_impressions=4000, seed=2))
+    assert torch.equal(torch.get_rng_state(), before)
+    again = fit_click_head(trained, log, ClickHeadConfig(epochs=1, max_impressions=4000, seed=2))
+    for (name, a), b in zip(head.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    env = make_vec(num_envs=40, n_items=300)
+    steps = collect_steps(env, agents.make("myopic", env), seed=4)
+    same = collect_log(env, agents.make("myopic", env), n_users=40, seed=4)  # the same 40 episodes
+    np.testing.assert_array_equal(log_histories(same), steps.history)
+    np.testing.assert_array_equal(same.slate, steps.shown)
+
+    policy = SequentialPolicy(env, trained, click_head=head)
+    p = policy.click_probability(steps)
+    assert p.shape == steps.shown.shape and ((p > 0) & (p < 1)).all()
+    np.testing.assert_array_equal(p, head.probability(steps.history, steps.shown))
+    with pytest.raises(NotImplementedError, match="does not predict clicks"):
+        SequentialPolicy(env, trained).click_probability(steps)
+    other, _ = fit("lstm", split.train, split.valid, None, TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="another model"):
+        SequentialPolicy(env, other, click_head=head)
+    policy.save(tmp_path / "lstm.pt")
+    policy.load(tmp_path / "lstm.pt")
+    assert policy.click_head is None  # fitted on the weights it replaced
+    with pytest.raises(ValueError, match="ClickHeadConfig.hidden_dim=0 is out of range"):
+        ClickHeadConfig(hidden_dim=0)
+    with pytest.raises(ValueError, match="no impressions"):
+        fit_click_head(trained, log, users=np.array([-5]))

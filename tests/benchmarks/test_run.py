@@ -27,7 +27,8 @@ def test_tiny_suite_end_to_end(tmp_path):
     rows = read_table(tmp_path)
     assert {(r["agent"], r["seed"]) for r in rows} == {(a, str(s)) for a in AGENTS for s in (0, 1)}
     metrics = {r["metric"] for r in rows}
-    assert {"return", "session_length", "HR@1", "NDCG@10", "log_HR@10", "log_NDCG@10"} <= metrics
+    assert {"return", "session_length", "rollout_HR@1", "rollout_NDCG@10", "log_HR@10", "log_NDCG@10", "log_MRR",
+            "click_f1", "click_roc_auc", "train_steps", "train_seconds"} <= metrics
     parquet = pq.read_table(tmp_path / "results.parquet").to_pylist()
     assert len(parquet) == len(rows) and parquet[0].keys() == {"agent", "preset", "seed", "metric", "value"}
     for stem in PLOTS:
@@ -39,8 +40,18 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert record["packages"]["numpy"] and record["machine"]["cpus"] and record["failed_runs"] == []
     # every agent reports next-click accuracy from its rollouts; random ranks at chance (1 in 10)
     by = {(r["agent"], r["metric"], r["seed"]): float(r["value"]) for r in rows}
-    assert all(np.isfinite(by[(a, "NDCG@10", "0")]) for a in AGENTS)
-    assert 0.05 < by[("random", "HR@1", "0")] < 0.2
+    assert all(np.isfinite(by[(a, "rollout_NDCG@10", "0")]) for a in AGENTS)
+    assert 0.05 < by[("random", "rollout_HR@1", "0")] < 0.2
+    # every agent that can rank the catalogue is scored on the same held-out log; SB3 (per-slot outputs)
+    # and the planner (values only for the candidates it rolls out) cannot
+    ranked = {a for (a, m, _) in by if m == "log_HR@10"}
+    assert ranked == set(AGENTS) - {"sb3_dqn", "planner"}
+    # every learner trained on the same user-step budget (a log of whole episodes: at most that)
+    budget = SUITES["tiny"].budget.train_steps
+    for agent in ("qlearning", "dqn", "dqn_myopic", "sb3_dqn"):
+        assert by[(agent, "train_steps", "0")] == budget
+    for agent in ("popularity", "lstm", "gcn"):
+        assert 0.9 * budget < by[(agent, "train_steps", "0")] <= budget
 
 
 class ProcessDied(BaseException):
@@ -71,7 +82,7 @@ def test_resume_after_a_crash_redoes_only_unfinished_runs(tmp_path, monkeypatch)
     outcome = run_suite(config)
     assert len(calls) == 4 and not outcome.failed  # 6 runs in the suite, 2 kept
     assert {(tmp_path / "runs" / p).stat().st_mtime_ns for p in finished} == set(stamps.values())
-    assert len(read_table(tmp_path)) == 6 * len(outcome.results[next(iter(outcome.results))]["metrics"])
+    assert len(read_table(tmp_path)) == sum(len(r["metrics"]) for r in outcome.results.values())
 
 
 def test_a_failed_run_is_reported_and_the_suite_goes_on(tmp_path, monkeypatch, capsys):
@@ -138,5 +149,5 @@ def test_ray_engine_gives_the_same_table_as_the_local_engine(tmp_path):
     run_suite(RunConfig(out=str(tmp_path / "local"), jobs=2, **kwargs))
     run_suite(RunConfig(out=str(tmp_path / "ray"), engine="ray", **kwargs))
     local, ray = read_table(tmp_path / "local"), read_table(tmp_path / "ray")
-    drop_timing = lambda rows: [r for r in rows if r["metric"] != "train_seconds"]  # noqa: E731
+    drop_timing = lambda rows: [r for r in rows if r["metric"] not in ("train_seconds", "eval_seconds")]  # noqa: E731
     assert drop_timing(local) == drop_timing(ray)

@@ -66,3 +66,33 @@ def test_probability_of_improvement_by_hand():
     assert ci == Interval(1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="same tasks"):
         probability_of_improvement(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_seeds_and_users_bootstrap_widens_with_either_source_of_variation():
+    from benchmarks.stats import seeds_and_users_interval, stratified_iqm
+
+    rng = np.random.default_rng(0)
+    same_users = np.tile(10 + rng.normal(0, 5, size=400), (5, 1))  # every seed the same: only users vary
+    seed_only = stratified_iqm(same_users.mean(axis=1))
+    both = seeds_and_users_interval(same_users)
+    assert seed_only.low == seed_only.high  # resampling seeds alone sees no uncertainty at all
+    half_width = 1.96 * 5 / np.sqrt(400)  # the users' standard error, shrunk a little by averaging 5 seeds
+    assert both.low < 10 < both.high and 0.3 * half_width < (both.high - both.low) / 2 < 1.2 * half_width
+    seeds_differ = same_users + np.array([[-4.0], [-2.0], [0.0], [2.0], [4.0]])
+    wider = seeds_and_users_interval(seeds_differ)
+    assert wider.high - wider.low > 3 * (both.high - both.low)
+
+
+def test_seeds_and_users_ratio_and_pairing():
+    from benchmarks.stats import seeds_and_users_samples
+
+    hits = np.array([[1.0, 0.0, 3.0], [2.0, 2.0, 0.0]])
+    cases = np.array([[2.0, 1.0, 4.0], [4.0, 2.0, 2.0]])
+    point, samples = seeds_and_users_samples(hits, cases, n_resamples=50, seed=1)
+    assert point == pytest.approx(iqm(np.array([4 / 7, 4 / 8])))  # each seed's step-weighted mean
+    assert samples.shape == (50,) and np.all((samples >= 0) & (samples <= 1))
+    # same shape and seed: the same draws, so two agents' samples are paired
+    _, doubled = seeds_and_users_samples(2 * hits, cases, n_resamples=50, seed=1)
+    assert np.allclose(doubled, 2 * samples)
+    with pytest.raises(ValueError, match="one shape"):
+        seeds_and_users_samples(hits, cases[:, :2])

@@ -42,6 +42,18 @@ def test_cross_field_checks():
         make_config(choice_model="probit")
 
 
+def test_leaving_probability_at_full_boredom_must_be_a_probability():
+    fragment = ("UserConfig.hazard_base + UserConfig.hazard_boredom = 0.5 + 0.6 = 1.1 is out of range: "
+                "allowed (0.0, 1.0]")
+    with pytest.raises(ValueError) as err:
+        UserConfig(hazard_base=0.5, hazard_boredom=0.6)
+    assert fragment in str(err.value)
+    with pytest.raises(ValueError, match=r"hazard_base \+ UserConfig.hazard_boredom"):
+        gym.make("recsim_env/InterestDrift-v0", hazard_boredom=0.999)  # the default hazard_base is 0.005
+    edge = UserConfig(hazard_base=0.25, hazard_boredom=0.75)
+    assert edge.hazard_base + edge.hazard_boredom == 1.0
+
+
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         EnvConfig().n_candidates = 5

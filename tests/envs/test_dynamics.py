@@ -127,3 +127,36 @@ def test_full_observability_shows_the_true_state():
     assert np.allclose(parts["user_state"][0, t:2 * t], info["user_state"]["satiation"])
     assert np.allclose(parts["candidates"][0], env.unwrapped.simulator.catalog.observable[info["candidates"]])
     assert parts["history"][0, -1, -2] == float(info["click"])
+
+
+def test_a_returning_users_wander_has_draws_of_its_own(monkeypatch):
+    """The interest wander while away uses normals independent of the step's drift normals.
+
+    Reusing the step's drift normals (as once happened) would pass the very same array to both: the
+    correlation below would then be 1.
+    """
+    from recsim_env import make_config
+    from recsim_env.simulator import Simulator
+
+    seen = {}
+    advance, start = dynamics.advance, dynamics.start_next_session
+
+    def spy_advance(*args, **kwargs):
+        seen["drift"] = args[7].copy()
+        return advance(*args, **kwargs)
+
+    def spy_start(state, user, session, left, return_uniform, away_noise):
+        seen["away"], seen["left"] = away_noise, left.copy()
+        return start(state, user, session, left, return_uniform, away_noise)
+
+    monkeypatch.setattr(dynamics, "advance", spy_advance)
+    monkeypatch.setattr(dynamics, "start_next_session", spy_start)
+    sim = Simulator(make_config("cross_session"), n_users=4000)
+    sim.reset(np.random.default_rng(0))
+    sim.state.budget[:] = 0.5  # everybody leaves at this step
+    sim.step(np.zeros((4000, 1), np.int64), np.random.default_rng(1))
+    assert seen["left"].mean() > 0.5
+    drift, away = seen["drift"], np.asarray(seen["away"])
+    assert away.shape == drift.shape and not np.shares_memory(away, drift)
+    assert abs(np.corrcoef(drift.ravel(), away.ravel())[0, 1]) < 0.05
+    assert abs(away.mean()) < 0.02 and abs(away.std() - 1.0) < 0.02

@@ -209,3 +209,15 @@ def test_collect_log_refuses_bad_counts():
         collect_log(env, agents.make("random", env), n_users=0, seed=0)
     with pytest.raises(RuntimeError, match="had not finished"):
         collect_log(env, agents.make("random", env), n_users=4, seed=0, max_steps=2)
+
+
+def test_a_log_sized_in_user_steps_holds_whole_episodes_up_to_the_budget():
+    env = make_vec(num_envs=64)
+    log = collect_log(env, agents.make("myopic", env), None, seed=4, n_steps=3_000)
+    lengths = np.bincount(log.user)
+    assert len(log) <= 3_000 < len(log) + 40  # the next user's episode would not have fitted (myopic: ~16 steps)
+    assert log.metadata["n_users"] == len(lengths) and np.all(lengths > 0)
+    by_users = collect_log(env, agents.make("myopic", env), len(lengths), seed=4)
+    assert np.array_equal(by_users.item, log.item)  # the same users, in the same order
+    with pytest.raises(ValueError, match="exactly one"):
+        collect_log(env, agents.make("myopic", env), 10, seed=4, n_steps=100)

@@ -16,14 +16,15 @@ MAX_STEPS = 3000  # with hazard_base >= 0.02 an episode outlives this with proba
 def configs(draw):
     n_candidates = draw(st.integers(2, 15))
     initial_budget = draw(st.floats(1.0, 100.0))
+    hazard_base = draw(st.floats(0.02, 1.0))  # the two hazards add up to a probability
     return dict(
         n_items=draw(st.integers(100, 3000)), n_topics=draw(st.integers(2, 20)), n_candidates=n_candidates,
         slate_size=draw(st.integers(1, min(4, n_candidates))), history_length=draw(st.integers(1, 6)),
         choice_model=draw(st.sampled_from(["logit", "cascade"])),
         clickbait_fraction=draw(st.floats(0.0, 0.9)), topic_purity=draw(st.floats(0.0, 1.0)),
         satiation_gain=draw(st.floats(0.0, 1.0)), satiation_decay=draw(st.floats(0.0, 1.0)),
-        refill_rate=draw(st.floats(0.0, 30.0)), hazard_base=draw(st.floats(0.02, 1.0)),
-        hazard_boredom=draw(st.floats(0.0, 1.0)), click_interest_weight=draw(st.floats(0.0, 20.0)),
+        refill_rate=draw(st.floats(0.0, 30.0)), hazard_base=hazard_base,
+        hazard_boredom=draw(st.floats(0.0, 1.0 - hazard_base)), click_interest_weight=draw(st.floats(0.0, 20.0)),
         click_appeal_weight=draw(st.floats(0.0, 20.0)), no_click_score=draw(st.floats(-10.0, 10.0)),
         position_decay=draw(st.floats(0.05, 1.0)), engagement_noise=draw(st.floats(0.0, 2.0)),
         exogenous_drift=draw(st.floats(0.0, 1.0)), volatile_drift_rate=draw(st.floats(0.0, 1.0)),

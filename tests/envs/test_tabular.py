@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from recsim_env import UserConfig
 from recsim_env.tabular import TabularConfig, build_mdp, policy_value, value_iteration
 
 
@@ -16,6 +17,31 @@ def test_transition_rows_are_distributions_and_terminal_absorbs():
     assert np.all(mdp.transition[mdp.terminal, :, mdp.terminal] == 1.0)
     assert np.all(mdp.reward[mdp.terminal] == 0)
     assert mdp.describe(mdp.terminal) == {"terminal": True}
+
+
+def test_no_time_limit_is_needed_because_every_episode_ends():
+    """The env is registered untruncated, so it is the MDP value iteration solves; that is sound because
+    every live step exits with at least the base hazard, under any policy."""
+    env = gym.make("recsim_env/TabularDrift-v0")
+    assert gym.spec("recsim_env/TabularDrift-v0").max_episode_steps is None
+    assert not isinstance(env, gym.wrappers.TimeLimit)
+    for config in (TabularConfig(), TabularConfig(n_topics=3, budget_levels=6),
+                   TabularConfig(user=UserConfig(hazard_base=1e-3, hazard_boredom=0.0, max_budget=40.0,
+                                                 initial_budget=30.0))):
+        mdp = build_mdp(config)
+        assert mdp.min_exit_probability >= config.user.hazard_base * (1 - 1e-6)
+        # The longest expected episode over all policies: value iteration with a reward of 1 per live step.
+        steps = np.ones_like(mdp.reward)
+        steps[mdp.terminal] = 0.0
+        longest, _ = value_iteration(mdp.transition, steps)
+        assert np.all(np.isfinite(longest)) and longest.max() <= 1.0 / mdp.min_exit_probability + 1e-6
+    mdp = env.unwrapped.mdp
+    v_star, q_star = value_iteration(mdp.transition, mdp.reward)
+    # What a 200-step limit used to cut off: the optimum of the truncated MDP is below V*.
+    truncated = np.zeros(mdp.n_states)
+    for _ in range(200):
+        truncated = (mdp.reward + mdp.transition @ truncated).max(axis=1)
+    assert 0 < v_star[mdp.initial_state] - truncated[mdp.initial_state] < 1e-3
 
 
 def test_value_iteration_matches_brute_force_on_a_tiny_instance():

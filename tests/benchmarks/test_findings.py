@@ -1,0 +1,99 @@
+"""The report's sentences follow the numbers: swap two agents' results and what is said swaps too."""
+
+import numpy as np
+import pytest
+
+from agents.evaluation import UserTrace
+from benchmarks import findings
+from benchmarks.readme import END, START, replace_block, results_block
+from benchmarks.report import results_table
+from benchmarks.suites import Budget, RunSpec, Suite
+
+AGENTS = ("random", "myopic", "heuristic", "planner", "dqn", "dqn_myopic", "sb3_dqn")
+SUITE = Suite("quick", AGENTS, ("default",), (0, 1, 2, 3, 4), Budget())
+#: Mean return per agent; per-user returns are drawn around it.
+MEANS = {"random": 22.0, "myopic": 52.0, "heuristic": 104.0, "planner": 120.0, "dqn": 76.0, "dqn_myopic": 51.0,
+         "sb3_dqn": 40.0}
+#: Log HR@10 per agent (sb3_dqn and planner cannot rank the catalogue).
+HR = {"random": 0.010, "myopic": 0.060, "heuristic": 0.030, "dqn": 0.020, "dqn_myopic": 0.040}
+
+
+def fake_results(means=MEANS, hr=HR):
+    rng = np.random.default_rng(0)
+    results = {}
+    for agent in AGENTS:
+        for seed in SUITE.seeds:
+            returns = rng.normal(means[agent], 5.0, size=200)
+            cases = np.full(200, 10.0)
+            per_user = {"return": returns.tolist(), "length": np.full(200, 20).tolist(),
+                        "sessions": np.ones(200).tolist()}
+            metrics = {"return": float(returns.mean()), "train_steps": 500_000.0}
+            if agent in hr:
+                hits = rng.binomial(10, hr[agent], size=200).astype(float)
+                per_user.update({"log_HR@10": hits.tolist(), "log_cases": cases.tolist()})
+                metrics["log_HR@10"] = float(hits.sum() / cases.sum())
+            results[RunSpec(agent, "default", seed, SUITE.budget)] = {"metrics": metrics, "per_user": per_user}
+    return results
+
+
+def swapped(mapping, a, b):
+    out = dict(mapping)
+    out[a], out[b] = mapping[b], mapping[a]
+    return out
+
+
+def test_headline_names_the_winner_and_the_ratios_from_the_numbers():
+    text = " ".join(findings.headline(fake_results(), SUITE, "default"))
+    assert "The highest return is planner's" in text
+    assert "The planner (" in text and "is ahead, with intervals apart against the one-step heuristic" in text
+    assert "At equal budgets (500,000 user-steps each)" in text and "DQN is 1.9" in text
+    assert "most accurate agent on the held-out log" in text and "is myopic" in text
+
+
+def test_swapping_two_agents_results_changes_the_sentences():
+    before = findings.headline(fake_results(), SUITE, "default")
+    after = findings.headline(fake_results(swapped(MEANS, "planner", "heuristic")), SUITE, "default")
+    assert "The highest return is heuristic's" in after[0] and before[0] != after[0]
+    assert "is behind, with intervals apart against the one-step heuristic" in after[1]
+    accurate = findings.headline(fake_results(hr=swapped(HR, "myopic", "dqn")), SUITE, "default")
+    assert any("is dqn, " in s for s in accurate) and not any("is dqn, " in s for s in before)
+
+
+def test_overlapping_intervals_are_said_to_overlap():
+    close = dict(MEANS, planner=104.3)
+    text = " ".join(findings.headline(fake_results(close), SUITE, "default"))
+    assert "but the intervals overlap" in text
+
+
+def trace(reason, budget=0.0, boredom=0.4, steps=12):
+    z = np.zeros((steps, 3))
+    return UserTrace(z, z, np.ones(steps), np.ones(steps, bool), np.full(steps, 2.0), np.zeros(steps, int),
+                     reason=reason, final_budget=budget, final_boredom=boredom)
+
+
+def test_trace_caption_says_why_each_user_left():
+    text = findings.trace_caption({"myopic": trace("budget"), "dqn": trace("hazard", 3.2, 0.83)})
+    assert "Under myopic the user earned 24 over 12 steps and left when the time budget ran out" in text
+    assert "under dqn the user earned 24 over 12 steps and left on the leaving hazard with 3.2 budget to spare" in text
+    swapped_text = findings.trace_caption({"myopic": trace("hazard", 1.0, 0.9), "dqn": trace("budget")})
+    assert "Under myopic the user earned 24 over 12 steps and left on the leaving hazard" in swapped_text
+
+
+def test_table_has_the_normalized_score_between_random_and_planner():
+    table = results_table(fake_results(), SUITE, "default")
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert rows["random"].split(" | ")[2].startswith("0.00") and rows["planner"].split(" | ")[2].startswith("1.00")
+    normalized = float(rows["dqn"].split(" | ")[2].split(" ")[0])
+    assert normalized == pytest.approx((76 - 22) / (120 - 22), abs=0.03)
+    assert rows["sb3_dqn"].split(" | ")[5] == "-"  # cannot rank the catalogue
+
+
+def test_readme_block_is_replaced_between_the_markers_only():
+    block = results_block(SUITE, fake_results(), {"git_commit": "abc123", "machine": {"cpus": 2},
+                                                  "wall_seconds": 300})
+    text = f"intro\n{START}\nold numbers\n{END}\noutro\n"
+    new = replace_block(text, block)
+    assert new.startswith("intro\n") and new.endswith(f"{END}\noutro\n") and "old numbers" not in new
+    assert "The highest return is planner's" in new and "| dqn |" in new
+    with pytest.raises(ValueError, match="exactly one"):
+        replace_block("no markers", block)
