@@ -11,6 +11,11 @@ import numpy as np
 
 from recsim_env.logs.steps import LoggedSteps
 
+#: Optional ``info`` key: a ``(B,)`` mask of the users whose actions count (an evaluation sets it for
+#: the users still in their evaluated episode). Agents may skip costly work for the others; a planner
+#: that would otherwise plan for every row of the vector env until its last user leaves is the reason.
+ACTIVE = "active"
+
 
 class Recommender(ABC):
     """Acts on a batch of observations (users first) and returns one action per user.

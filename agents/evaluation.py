@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.base import Recommender
+from agents.base import ACTIVE, Recommender
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ def evaluate(agent: Recommender, env: gym.vector.VectorEnv, seed: int, max_steps
     ranks = accuracy
     live = np.ones(n, bool)
     for _ in range(max_steps):
+        info[ACTIVE] = live.copy()  # only these users' actions count from here on
         action = agent.act(obs, info)
         if ranks:
             try:

@@ -133,3 +133,39 @@ def test_planner_beats_the_heuristic_on_held_out_users():
         heuristic.append(agents.evaluate(agents.make("heuristic", env), env, seed=seed).returns)
     gain = np.concatenate(planner).mean() / np.concatenate(heuristic).mean()
     assert gain > 1.05, gain
+
+
+def test_only_the_active_users_are_planned_for():
+    """An evaluation marks the users still in their evaluated episode (``info["active"]``); the others'
+    actions do not count, so the planner gives them the heuristic's choice instead of planning."""
+    from agents.base import ACTIVE
+    from recsim_env.users import UserState
+
+    env, obs, info = played()
+    active = np.arange(24) % 3 == 0
+    planner = agents.make("planner", env, seed=5, **SMALL)
+    values = planner.scores(obs, {**info, ACTIVE: active})
+    heuristic = agents.make("heuristic", env).scores(obs, info)
+    assert np.array_equal(values[~active], heuristic[~active])
+    alone = agents.make("planner", env, seed=5, **SMALL)
+    rows = np.flatnonzero(active)
+    state = UserState.from_snapshot(info["user_state"]).take(rows)
+    assert np.array_equal(values[active], alone.plan(state, np.asarray(info["candidates"])[rows]))
+
+
+def test_evaluation_marks_the_users_whose_actions_count():
+    from agents.base import ACTIVE
+    from agents.base import Recommender
+
+    class Recording(Recommender):
+        seen: list = []
+
+        def act(self, obs, info):
+            self.seen.append(info[ACTIVE].copy())
+            return np.zeros(len(obs), np.int64)
+
+    env = make_vec(num_envs=16)
+    stats = agents.evaluate(Recording(env), env, seed=3)
+    seen = np.array(Recording.seen)
+    assert seen[0].all() and not seen[-1].all()
+    assert np.array_equal(seen.sum(axis=0), stats.lengths)  # active for exactly its episode's steps
