@@ -51,10 +51,10 @@ class SB3DQNConfig(Validated):
     """SB3 DQN's hyperparameters (its names) and the training budget, in user-steps.
 
     The defaults are the best of ``python -m benchmarks.sb3_sweep`` (500,000 user-steps, seeds 0
-    and 1, 500 held-out users each; ``results/sb3_sweep/results.md``): held-out return 61.8
-    (61.2, 62.4), against 52.3 for the sweep's centre (target copy every 64,000 user-steps) and
-    23.3 for SB3's own defaults (lr 1e-4, gamma 0.99, target every 10,000, exploration 0.1 to
-    0.05, 64 units) at the same replay ratio. The replay ratio is the project DQN's: 256 users,
+    and 1, 500 validation users each, not the benchmark's held-out users;
+    ``results/sb3_sweep/results.md``): return 63.0 (59.8, 66.1), against 54.4 for the sweep's
+    centre (target copy every 64,000 user-steps) and 23.6 for SB3's own defaults (lr 1e-4, gamma
+    0.99, target every 10,000, exploration 0.1 to 0.05, 64 units) at the same replay ratio. The replay ratio is the project DQN's: 256 users,
     one gradient step of 512 transitions per vector step.
     """
 
