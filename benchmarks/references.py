@@ -87,6 +87,24 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def findings(ci: dict[str, Interval], rows: list[dict[str, Any]]) -> list[str]:
+    """The comparison's conclusions, computed from its intervals (and the sweep's rows, if run)."""
+    heuristic, myopic, random = ci["heuristic"], ci["myopic"], ci["random"]
+    beatable = "intervals apart" if heuristic.low > myopic.high else "but the intervals overlap"
+    sane = "intervals apart" if myopic.low > random.high else "but the intervals overlap"
+    sentences = [f"Greedy is {'beatable' if heuristic.estimate > myopic.estimate else 'not beaten'}: the heuristic "
+                 f"earns {heuristic.estimate / myopic.estimate:.2f}x the myopic policy ({beatable}), and greedy is "
+                 f"{'not perverse' if myopic.estimate > random.estimate else 'worse than random'}: myopic earns "
+                 f"{myopic.estimate / random.estimate:.2f}x random ({sane})."]
+    if rows:
+        ratios = [r["heuristic_over_myopic"] for r in rows]
+        apart = sum(r["separated"] for r in rows)
+        sentences.append(f"Across the {len(rows)} catalogue configurations (n_items x n_topics x catalogue seed), "
+                         f"heuristic / myopic ranges from {min(ratios):.2f} to {max(ratios):.2f}, with all three "
+                         f"intervals apart in {apart} of {len(rows)}.")
+    return sentences
+
+
 def illustrative_traces(env: gym.vector.VectorEnv, policies: dict[str, Recommender], seed: int, min_steps: int = 25,
                         tries: int = 50) -> dict[str, UserTrace]:
     """One user followed under each policy: the first seed from ``seed`` whose user stays at least
@@ -134,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     plot = plot_user_drift(traces, f"{cfg.out}/user_drift.png", title=f"One user of {cfg.env_id} under each policy")
     report += f"\n![one user's interest drifting]({plot.name})\n"
     atomic_write_text(f"{cfg.out}/results.md", report)
+    conclusions = findings(intervals(results), rows)
     summary = {"config": asdict(cfg), "policies": {n: asdict(iv) for n, iv in intervals(results).items()},
-               "sweep": rows}
+               "sweep": rows, "table": table, "findings": conclusions}
     atomic_write_text(f"{cfg.out}/results.json", json.dumps(summary, indent=2))
     print(f"wrote {cfg.out}/results.md, results.json and {plot.name}")
     return 0

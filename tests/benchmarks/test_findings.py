@@ -97,3 +97,41 @@ def test_readme_block_is_replaced_between_the_markers_only():
     assert "The highest return is planner's" in new and "| dqn |" in new
     with pytest.raises(ValueError, match="exactly one"):
         replace_block("no markers", block)
+
+
+def test_reference_findings_follow_the_intervals(tmp_path):
+    import json
+
+    from benchmarks.readme import REFERENCES_END, REFERENCES_START, references_block
+    from benchmarks.references import findings as reference_findings
+    from benchmarks.stats import Interval
+
+    ci = {"random": Interval(22, 21, 23), "myopic": Interval(52, 50, 54), "heuristic": Interval(107, 99, 117)}
+    rows = [{"heuristic_over_myopic": 1.5, "separated": True}, {"heuristic_over_myopic": 2.3, "separated": False}]
+    text = " ".join(reference_findings(ci, rows))
+    assert "the heuristic earns 2.06x the myopic policy (intervals apart)" in text
+    assert "myopic earns 2.36x random (intervals apart)" in text
+    assert "ranges from 1.50 to 2.30, with all three intervals apart in 1 of 2" in text
+    swapped_ci = {**ci, "heuristic": ci["myopic"], "myopic": ci["heuristic"]}
+    assert "Greedy is not beaten" in reference_findings(swapped_ci, [])[0]
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"users": 500, "seed": 1}, "table": "| t |",
+                                                       "findings": reference_findings(ci, rows)}))
+    block = references_block(tmp_path)
+    new = replace_block(f"a\n{REFERENCES_START}\nold\n{REFERENCES_END}\nb", block, REFERENCES_START, REFERENCES_END)
+    assert "| t |" in new and "2.06x" in new and "old" not in new
+    with pytest.raises(ValueError, match="not a finished reference comparison"):
+        references_block(tmp_path / "missing")
+
+
+def test_tabular_block_states_the_measured_fraction_of_the_optimum(tmp_path):
+    import json
+
+    from benchmarks.readme import tabular_block
+
+    record = {"config": {"seeds": 5, "episodes": 20000}, "optimal_return": 40.0, "myopic_return": 30.0,
+              "fraction_of_optimum": {"estimate": 0.95, "low": 0.9, "high": 0.99, "min": 0.88},
+              "agreement": {"estimate": 0.75, "min": 0.5}}
+    (tmp_path / "results.json").write_text(json.dumps(record))
+    text = tabular_block(tmp_path)
+    assert "reaches 0.950 of V* = 40.00" in text and "worst seed 0.880" in text and "myopic: 0.750" in text
+    assert "on 0.75 of the states" in text
