@@ -16,7 +16,7 @@ from benchmarks import findings, plots
 from benchmarks.references import illustrative_traces
 from benchmarks.stats import Interval, improvement_interval
 from benchmarks.summary import Results, normalized_scores, seed_values, summary
-from benchmarks.suites import LEARNERS, LOG_TRAINED, PRESET_ENVS, RunSpec, Suite
+from benchmarks.suites import LEARNERS, LOG_TRAINED, RunSpec, Suite
 from recsim_env.io import atomic_write_text
 
 #: The comparisons the suite exists to make: (better?, than, on metric).
@@ -105,21 +105,22 @@ def _per_user(results: Results, preset: str) -> dict[str, dict[str, np.ndarray]]
 def _traces(out: Path, suite: Suite, preset: str) -> dict[str, UserTrace]:
     """One held-out user who stays a while under myopic, the first seed's trained DQN (when its
     weights are stored) and heuristic."""
-    env = gym.make_vec(PRESET_ENVS[preset], num_envs=1, vectorization_mode="vector_entry_point")
     seed = min(suite.seeds)
+    probe = RunSpec("dqn", preset, seed, suite.budget, suite.choice)
+    env = gym.make_vec(probe.env_id, num_envs=1, vectorization_mode="vector_entry_point", **probe.env_kwargs())
     policies = {}
     for name in TRACE_POLICIES:
         if name not in suite.agents:
             continue
         if name == "dqn":
-            weights = out / "work" / RunSpec("dqn", preset, seed, suite.budget).run_id / "checkpoint.pt"
+            weights = out / "work" / probe.run_id / "checkpoint.pt"
             if not weights.exists():
                 continue
             policies[name] = agents.make("dqn", env)
             policies[name].load(weights)
         else:
             policies[name] = agents.make(name, env)
-    return illustrative_traces(env, policies, RunSpec("dqn", preset, seed).eval_seed) if policies else {}
+    return illustrative_traces(env, policies, probe.eval_seed) if policies else {}
 
 
 def write_plots(out: Path, suite: Suite, results: Results) -> tuple[dict[str, Path], dict[str, str]]:

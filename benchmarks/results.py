@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.suites import Budget, RunSpec
+from benchmarks.suites import Budget, EnvChoice, RunSpec
 from recsim_env.io import atomic_write, atomic_write_text
 
 COLUMNS = ("agent", "preset", "seed", "metric", "value")
@@ -61,11 +61,34 @@ class RunStore:
 
 
 def spec_dict(spec: RunSpec) -> dict[str, Any]:
-    return dataclasses.asdict(spec)
+    """The spec as its JSON file holds it (tuples as lists), so a stored spec compares equal."""
+    return json.loads(json.dumps(dataclasses.asdict(spec)))
 
 
 def spec_from_dict(data: dict[str, Any]) -> RunSpec:
-    return RunSpec(data["agent"], data["preset"], data["seed"], Budget(**data["budget"]))
+    choice = data.get("choice") or {}
+    return RunSpec(data["agent"], data["preset"], data["seed"], Budget(**data["budget"]),
+                   EnvChoice(choice.get("env"), tuple(tuple(pair) for pair in choice.get("overrides", ())),
+                             tuple(choice.get("plugins", ()))))
+
+
+def changed_choice(store: RunStore, specs: list[RunSpec]) -> str | None:
+    """What differs between the env choice of the runs already in the folder and the one asked for now.
+
+    Resuming into a folder made on another env, config or plugin set would mix two experiments in one
+    table; a changed budget only reruns the affected runs.
+    """
+    for spec in specs:
+        try:
+            stored = json.loads(store._path(spec).read_text(encoding="utf-8")).get("spec", {})
+        except (OSError, ValueError):
+            continue
+        before, now = stored.get("choice") or {"env": None, "overrides": [], "plugins": []}, spec_dict(spec)["choice"]
+        diffs = [f"{key}: stored {before.get(key)!r}, asked {now[key]!r}" for key in now if before.get(key) != now[key]]
+        if diffs:
+            return f"{store.out} holds runs made with another env configuration ({'; '.join(diffs)}); " \
+                   "use another --out, or delete the folder"
+    return None
 
 
 def tidy_rows(results: dict[RunSpec, dict[str, Any]]) -> list[dict[str, Any]]:

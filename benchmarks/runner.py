@@ -12,6 +12,7 @@ simulated from ``10_000 + seed``, every agent of a seed is evaluated on the user
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ CURVE_POINTS = 24
 
 
 def _vector_env(spec: RunSpec, users: int) -> gym.vector.VectorEnv:
-    return gym.make_vec(spec.env_id, num_envs=users, vectorization_mode="vector_entry_point")
+    return gym.make_vec(spec.env_id, num_envs=users, vectorization_mode="vector_entry_point", **spec.env_kwargs())
 
 
 def learning_curve(episode_returns: np.ndarray, points: int = CURVE_POINTS) -> dict[str, list[float]]:
@@ -167,12 +168,14 @@ def execute(spec: RunSpec, work_dir: str | Path | None = None) -> dict[str, Any]
     import torch
 
     torch.set_num_threads(1)
+    for module in spec.choice.plugins:  # a worker process registers the user's agents itself
+        importlib.import_module(module)
     work = None if work_dir is None else Path(work_dir)
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     env = _vector_env(spec, spec.budget.eval_users)
-    agent, extra = BUILDERS[spec.agent](spec, env, work)
+    agent, extra = BUILDERS.get(spec.agent, _fixed)(spec, env, work)  # a plugin's agent: built as registered
     trained = time.perf_counter()
     stats = evaluate(agent, env, seed=spec.eval_seed, max_steps=spec.budget.max_steps, accuracy=True)
     evaluated = time.perf_counter()

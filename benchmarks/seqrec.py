@@ -48,7 +48,7 @@ from recsim_env.logs import (
 
 PROTOCOLS = ("full", "sampled99")
 METRICS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR")
-MODEL_NAMES = ("popularity", "lstm", "gcn", "lightgcn")
+MODEL_NAMES = ("popularity", "lstm", "gcn", "lightgcn", "transformer")
 
 #: Hyperparameters selected on Beauty validation NDCG@10; embedding size 64 as in the published tables.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -59,6 +59,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "train": {"lr": 1e-2, "batch_size": 256, "epochs": 20, "patience": 3}},
     "lightgcn": {"config": {"embedding_dim": 64, "n_layers": 2},
                  "train": {"lr": 1e-2, "batch_size": 256, "epochs": 20, "patience": 3}},
+    # SASRec's published Beauty settings (dropout 0.5, lr 1e-3), not yet selected on validation.
+    "transformer": {"config": {"embedding_dim": 64, "num_blocks": 2, "num_heads": 1, "dropout": 0.5},
+                    "train": {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 5}},
 }
 
 

@@ -61,6 +61,28 @@ class Budget(Validated):
                 raise ValueError(f"Budget.{name}={getattr(self, name)!r} is not allowed: {', '.join(LOG_POLICIES)}")
 
 
+#: ``--set`` overrides as hashable, sorted ``(field, value)`` pairs (a RunSpec is a dict key).
+EnvOverrides = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class EnvChoice:
+    """Which env the runs use: a preset's registered env, or any recsim_env id with config overrides and
+    user modules (``--plugin``) that register agents. Workers import the plugins before building."""
+
+    env: str | None = None
+    overrides: EnvOverrides = ()
+    plugins: tuple[str, ...] = ()
+
+    def env_id(self, preset: str) -> str:
+        return self.env or PRESET_ENVS[preset]
+
+    @property
+    def label(self) -> str:
+        """The preset name that runs on a chosen env go by: the id without its namespace."""
+        return (self.env or "").split("/")[-1]
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One agent on one preset with one seed: everything a worker needs to reproduce the run."""
@@ -69,6 +91,7 @@ class RunSpec:
     preset: str
     seed: int
     budget: Budget = field(default_factory=Budget)
+    choice: EnvChoice = field(default_factory=EnvChoice)
 
     @property
     def run_id(self) -> str:
@@ -76,7 +99,11 @@ class RunSpec:
 
     @property
     def env_id(self) -> str:
-        return PRESET_ENVS[self.preset]
+        return self.choice.env_id(self.preset)
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """The config overrides every env of the run is made with."""
+        return dict(self.choice.overrides)
 
     @property
     def eval_seed(self) -> int:
@@ -94,16 +121,19 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Suite:
-    """Agents x presets x seeds under one budget."""
+    """Agents x presets x seeds under one budget (on a chosen env instead of the presets, with ``choice.env``)."""
 
     name: str
     agents: tuple[str, ...]
     presets: tuple[str, ...]
     seeds: tuple[int, ...]
     budget: Budget
+    choice: EnvChoice = field(default_factory=EnvChoice)
 
     def __post_init__(self) -> None:
-        for kind, values, allowed in (("agent", self.agents, AGENTS), ("preset", self.presets, tuple(PRESET_ENVS))):
+        known = AGENTS + tuple(a for a in registered_agents() if a not in AGENTS)
+        presets = (self.choice.label,) if self.choice.env else tuple(PRESET_ENVS)
+        for kind, values, allowed in (("agent", self.agents, known), ("preset", self.presets, presets)):
             unknown = [v for v in values if v not in allowed]
             if unknown:
                 raise ValueError(f"unknown {kind} {unknown}; allowed: {', '.join(allowed)}")
@@ -111,12 +141,24 @@ class Suite:
             raise ValueError(f"seeds={self.seeds} must be distinct non-negative integers, at least one")
 
     def runs(self) -> list[RunSpec]:
-        return [RunSpec(a, p, s, self.budget) for p in self.presets for a in self.agents for s in self.seeds]
+        return [RunSpec(a, p, s, self.budget, self.choice) for p in self.presets for a in self.agents
+                for s in self.seeds]
 
     def restrict(self, agents: tuple[str, ...] | None = None, presets: tuple[str, ...] | None = None,
                  seeds: tuple[int, ...] | None = None) -> Suite:
         """The same suite on a subset (or another set) of agents, presets or seeds."""
         return replace(self, agents=agents or self.agents, presets=presets or self.presets, seeds=seeds or self.seeds)
+
+    def on(self, choice: EnvChoice) -> Suite:
+        """The same suite on a chosen env (one preset, named after it) instead of its presets."""
+        return replace(self, presets=(choice.label,) if choice.env else self.presets, choice=choice)
+
+
+def registered_agents() -> list[str]:
+    """Every name in the agents registry (plugins included once imported)."""
+    import agents
+
+    return agents.names()
 
 
 SUITES: dict[str, Suite] = {

@@ -151,3 +151,87 @@ def test_ray_engine_gives_the_same_table_as_the_local_engine(tmp_path):
     local, ray = read_table(tmp_path / "local"), read_table(tmp_path / "ray")
     drop_timing = lambda rows: [r for r in rows if r["metric"] not in ("train_seconds", "eval_seconds")]  # noqa: E731
     assert drop_timing(local) == drop_timing(ray)
+
+
+PLUGIN = '''
+import numpy as np
+import agents
+from agents.base import Recommender
+
+
+class Longest(Recommender):
+    """Shows the longest candidate: a user's own policy, registered from outside the package."""
+
+    name = "mine"
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.layout = env.unwrapped.layout
+
+    def scores(self, obs, info):
+        lay = self.layout
+        return obs[:, lay.candidates].reshape(len(obs), lay.n_candidates, lay.item_dim)[..., -1]
+
+    def act(self, obs, info):
+        return self.scores(obs, info).argmax(axis=1)
+
+
+agents.register("mine", Longest)
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    (tmp_path / "my_policies.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_policies"
+
+
+def test_own_env_config_and_own_agent_beside_the_zoo(tmp_path, plugin, capsys):
+    out = tmp_path / "out"
+    argv = ["--suite", "tiny", "--env", "recsim_env/InterestDrift-v0", "--set", "n_items=5000", "n_topics=20",
+            "--plugin", plugin, "--agents", "mine,myopic", "--seeds", "0", "--jobs", "1", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    rows = read_table(out)
+    assert {r["agent"] for r in rows} == {"mine", "myopic"} and {r["preset"] for r in rows} == {"InterestDrift-v0"}
+    stored = json.loads((out / "runs" / "InterestDrift-v0__mine__seed0.json").read_text())["spec"]["choice"]
+    assert stored == {"env": "recsim_env/InterestDrift-v0", "overrides": [["n_items", 5000], ["n_topics", 20]],
+                      "plugins": [plugin]}
+    record = json.loads((out / "run.json").read_text())["config"]
+    assert record["env"] == "recsim_env/InterestDrift-v0" and record["set"] == ["n_items=5000", "n_topics=20"]
+    # resuming into the folder with another configuration is refused, naming what changed
+    changed = argv[:5] + ["n_items=7000"] + argv[7:]
+    assert changed[4:6] == ["--set", "n_items=7000"]
+    with pytest.raises(SystemExit):
+        parse_args(changed)
+    assert "holds runs made with another env configuration (overrides: stored [['n_items', 5000], ['n_topics', " \
+           "20]], asked [['n_items', 7000]])" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--env", "recsim_env/InterestDrift-v0", "--set", "n_itemz=5000"], "unknown config field 'n_itemz'; allowed"),
+    (["--env", "recsim_env/InterestDrift-v0", "--set", "n_items=10"], "n_items=10 is out of range"),
+    (["--env", "recsim_env/Nope-v0"], "is not a recsim_env id; allowed"),
+    (["--set", "n_items=5000"], "need --env"),
+    (["--env", "recsim_env/InterestDrift-v0", "--set", "n_items"], "expected FIELD=VALUE"),
+    (["--plugin", "no_such_module_here"], "--plugin no_such_module_here: cannot import"),
+    (["--agents", "mien"], "unknown agent ['mien']; allowed: random"),
+])
+def test_own_things_are_checked_before_anything_runs(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--suite", "tiny", *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_env_config_file_is_read_and_checked(tmp_path, capsys):
+    good, bad = tmp_path / "env.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"n_items": 4000, "n_topics": 12}))
+    bad.write_text("[1, 2]")
+    config = parse_args(["--suite", "tiny", "--env", "recsim_env/InterestDrift-v0", "--env-config", str(good),
+                         "--set", "n_topics=8"])
+    assert dict(config.env_choice().overrides) == {"n_items": 4000, "n_topics": 8}  # --set wins
+    assert "InterestDrift-v0" in str(config.out_dir)  # its own folder, not the presets' results/tiny
+    with pytest.raises(SystemExit):
+        parse_args(["--suite", "tiny", "--env", "recsim_env/InterestDrift-v0", "--env-config", str(bad)])
+    assert "expected a JSON object" in capsys.readouterr().err
