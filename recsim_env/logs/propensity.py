@@ -1,0 +1,223 @@
+"""Logs with propensities: what off-policy evaluation needs from a stochastic behaviour policy.
+
+Besides what a deployed recommender records (candidates, the chosen one, the response), every step
+keeps the behaviour policy's probability of the action it took and of every other candidate, and the
+observation it acted on, so that a target policy can be reweighted against it at the logged steps.
+The true user state is kept in separate columns, for checks only. The policy is duck-typed (``act``
+and ``action_probabilities``, as ``agents.behaviour`` provides); this module does not import
+``agents``, so the dependency still points one way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from recsim_env.io import atomic_write
+from recsim_env.logs.simulated import _jsonable
+
+#: Parquet schema-metadata key holding the log's JSON metadata.
+METADATA_KEY = b"recsim_env.propensity_log"
+FORMAT_VERSION = 1
+#: Columns every file holds; the true-state columns are present only for envs that expose the state.
+_REQUIRED = ("user", "step", "session", "obs", "candidates", "position", "item", "propensity", "probabilities",
+             "click", "engagement", "reward", "terminated", "truncated")
+_STATE = ("interest", "satiation", "budget")
+
+
+class StochasticPolicy(Protocol):
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
+
+    def action_probabilities(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PropensityLog:
+    """One row per (user, step), sorted by user then step.
+
+    Attributes:
+        user: episode (user) id, 0..n_users-1 in the order users started.
+        step: 0-based step within the episode; ``session``: the session it belongs to (0 if the env
+            has no sessions).
+        obs: ``(R, D)`` the observation the policy acted on (a ``Discrete`` state as one column).
+        candidates: ``(R, N)`` item ids offered (the action indices for envs without candidates).
+        position: the candidate index taken; ``item``: its item id.
+        propensity: the behaviour probability of ``position``; ``probabilities``: ``(R, N)`` of every
+            candidate, the numbers the action was drawn from.
+        click, engagement, reward: the response (``engagement`` is NaN where the env reports none).
+        terminated, truncated: the episode-end flags of the step.
+        interest, satiation: ``(R, T)`` and ``budget`` ``(R,)``: the true state before the step, for
+            checks only; ``None`` for envs whose info has no ``user_state``.
+        metadata: env id, env config, policy name, seed, user count.
+    """
+
+    user: np.ndarray
+    step: np.ndarray
+    session: np.ndarray
+    obs: np.ndarray
+    candidates: np.ndarray
+    position: np.ndarray
+    item: np.ndarray
+    propensity: np.ndarray
+    probabilities: np.ndarray
+    click: np.ndarray
+    engagement: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    interest: np.ndarray | None = None
+    satiation: np.ndarray | None = None
+    budget: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.metadata.get("n_users", 0 if len(self) == 0 else int(self.user.max()) + 1))
+
+
+def _columns(log: PropensityLog) -> dict[str, np.ndarray]:
+    return {f.name: getattr(log, f.name) for f in fields(log)
+            if f.name != "metadata" and getattr(log, f.name) is not None}
+
+
+def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, n_users: int, seed: int,
+                           policy_name: str | None = None, max_steps: int = 1_000_000) -> PropensityLog:
+    """Run ``policy`` on the vector ``env`` until ``n_users`` users have each finished one episode.
+
+    Each row serves a fresh user after every autoreset, so ``n_users`` may exceed ``env.num_envs``.
+    The autoreset steps (NEXT_STEP mode) are not interactions and are skipped; users started beyond
+    the first ``n_users`` are dropped, so the log holds complete episodes only. Envs whose info has no
+    ``candidates`` (the finite MDP) offer their ``Discrete`` actions as the candidates.
+
+    Raises:
+        ValueError: ``n_users`` or ``max_steps`` < 1, or probabilities that are not a distribution
+            over the candidates.
+        TypeError: an action space that is not ``Discrete`` (slates have no per-candidate propensity here).
+        RuntimeError: the users did not finish within ``max_steps`` env steps.
+    """
+    if isinstance(n_users, bool) or not isinstance(n_users, (int, np.integer)) or n_users < 1:
+        raise ValueError(f"n_users={n_users!r} is out of range: allowed integers >= 1")
+    if max_steps < 1:
+        raise ValueError(f"max_steps={max_steps!r} is out of range: allowed >= 1")
+    space = getattr(env, "single_action_space", env.action_space)
+    if not isinstance(space, gym.spaces.Discrete):
+        raise TypeError(f"propensity logs record one action per step (a Discrete action space), not {space}")
+    obs, info = env.reset(seed=seed)
+    b = env.num_envs
+    user = np.arange(b, dtype=np.int64)
+    next_user = b
+    step = np.zeros(b, np.int64)
+    previous_done = np.zeros(b, bool)
+    finished = np.zeros(n_users, bool)
+    parts: list[dict[str, np.ndarray]] = []
+    for _ in range(max_steps):
+        candidates = np.atleast_2d(info["candidates"]) if "candidates" in info else \
+            np.broadcast_to(np.arange(space.n, dtype=np.int64), (b, int(space.n)))
+        state = info.get("user_state")
+        before = {"session": np.asarray(state["session"], np.int64).reshape(b) if state is not None
+                  else np.zeros(b, np.int64), "obs": np.asarray(obs).reshape(b, -1).copy()}
+        if state is not None:
+            before |= {"interest": np.atleast_2d(state["interest"]).reshape(b, -1).copy(),
+                       "satiation": np.atleast_2d(state["satiation"]).reshape(b, -1).copy(),
+                       "budget": np.asarray(state["budget"], np.float64).reshape(b)}
+        action = np.asarray(policy.act(obs, info), np.int64).reshape(b)
+        probabilities = np.asarray(policy.action_probabilities(obs, info), np.float64)
+        if probabilities.shape != candidates.shape or (probabilities < 0).any() \
+                or not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-9):
+            raise ValueError(f"action_probabilities must be a distribution over the {candidates.shape[1]} "
+                             f"candidates of each user, got shape {probabilities.shape}")
+        rows = np.arange(b)
+        obs, reward, terminated, truncated, info = env.step(action)
+        reset = np.asarray(info["autoreset"], bool).reshape(b) if "autoreset" in info else previous_done
+        if reset.any():  # these rows now serve new users; their step was not an interaction
+            user[reset] = next_user + np.arange(np.count_nonzero(reset))
+            next_user += int(np.count_nonzero(reset))
+            step[reset] = 0
+        keep = ~reset & (user < n_users)
+        engagement = np.asarray(info["engagement"], np.float64).reshape(b) if "engagement" in info \
+            else np.full(b, np.nan)
+        part = {"user": user, "step": step, "candidates": candidates, "position": action,
+                "item": candidates[rows, action], "propensity": probabilities[rows, action],
+                "probabilities": probabilities, "click": np.asarray(info["click"], bool).reshape(b),
+                "engagement": engagement, "reward": np.asarray(reward, np.float64).reshape(b),
+                "terminated": np.asarray(terminated, bool).reshape(b),
+                "truncated": np.asarray(truncated, bool).reshape(b), **before}
+        parts.append({k: np.asarray(v)[keep] for k, v in part.items()})
+        step[~reset] += 1
+        done = (np.asarray(terminated, bool) | np.asarray(truncated, bool)) & ~reset
+        previous_done = done.copy()
+        done &= user < n_users
+        finished[user[done]] = True
+        if finished.all():
+            break
+    else:
+        raise RuntimeError(f"{np.count_nonzero(~finished)} of {n_users} users had not finished after "
+                           f"max_steps={max_steps} env steps")
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.lexsort((columns["step"], columns["user"]))
+    spec = getattr(env, "spec", None)
+    metadata = {"format_version": FORMAT_VERSION, "env_id": getattr(spec, "id", None),
+                "config": _jsonable(getattr(env.unwrapped, "config", None)),
+                "policy": policy_name or getattr(policy, "name", None), "seed": seed, "n_users": n_users,
+                "num_envs": b}
+    return PropensityLog(**{k: v[order] for k, v in columns.items()}, metadata=metadata)
+
+
+def write_propensity_log(path: str | Path, log: PropensityLog) -> Path:
+    """Write ``log`` to Parquet atomically (matrices as fixed-size lists, metadata as JSON)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = {}
+    for name, values in _columns(log).items():
+        values = np.ascontiguousarray(values)
+        arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1]) \
+            if values.ndim == 2 else pa.array(values)
+    table = pa.table(arrays).replace_schema_metadata({METADATA_KEY: json.dumps(log.metadata).encode()})
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_propensity_log(path: str | Path) -> PropensityLog:
+    """Read a log written by :func:`write_propensity_log`.
+
+    Raises:
+        ValueError: the file lacks the log metadata, a required column, or holds columns of the
+            wrong shape; the message names the file and the column.
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise ValueError(f"{path}: not a recsim_env propensity log (no {METADATA_KEY.decode()} metadata)")
+    missing = [c for c in _REQUIRED if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: not a recsim_env propensity log (missing column {', '.join(missing)})")
+    state = [c for c in _STATE if c in table.column_names]
+    if state and len(state) != len(_STATE):
+        raise ValueError(f"{path}: true-state columns are incomplete (missing column "
+                         f"{', '.join(c for c in _STATE if c not in state)})")
+
+    def column(name: str) -> np.ndarray:
+        col = table.column(name).combine_chunks()
+        list_size = getattr(col.type, "list_size", None)
+        if list_size is None:
+            return col.to_numpy(zero_copy_only=False)
+        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), list_size)
+
+    columns = {c: column(c) for c in (*_REQUIRED, *state)}
+    for name in ("obs", "candidates", "probabilities", *(("interest", "satiation") if state else ())):
+        if columns[name].ndim != 2:
+            raise ValueError(f"{path}: column {name} must hold fixed-size lists (one row per step)")
+    if columns["probabilities"].shape != columns["candidates"].shape:
+        raise ValueError(f"{path}: column probabilities has width {columns['probabilities'].shape[1]}, "
+                         f"column candidates {columns['candidates'].shape[1]}")
+    return PropensityLog(**columns, metadata=json.loads(raw))
