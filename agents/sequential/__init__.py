@@ -1,10 +1,11 @@
 """Sequential next-item recommenders and their policy wrapper.
 
 Models (each in its own module, all trained and evaluated by ``training``):
-``popularity`` (counts), ``lstm`` (GRU4Rec style, ``recurrent``), ``gcn`` (SR-GNN style, ``srgnn``)
-and ``lightgcn`` (``lightgcn``). ``checkpoint`` builds, fits, saves and loads them; ``policy`` turns a
-fitted one into a :class:`~agents.base.Recommender` for the simulator; ``click`` fits a click head on a
-frozen one (``SequentialPolicy(env, trained, click_head=fit_click_head(trained, log))``).
+``popularity`` (counts), ``lstm`` (GRU4Rec style, ``recurrent``), ``gcn`` (SR-GNN style, ``srgnn``),
+``lightgcn`` (``lightgcn``) and ``transformer`` (SASRec style, ``transformer``). ``checkpoint``
+builds, fits, saves and loads them; ``policy`` turns a fitted one into a
+:class:`~agents.base.Recommender` for the simulator; ``click`` fits a click head on a frozen one
+(``SequentialPolicy(env, trained, click_head=fit_click_head(trained, log))``).
 
 The registry factories below import torch only when called, so ``import agents`` stays light.
 Each needs a fitted model, given in exactly one of three ways::
@@ -29,7 +30,7 @@ import gymnasium as gym
 
 from agents.base import Recommender
 
-KINDS: tuple[str, ...] = ("popularity", "lstm", "gcn", "lightgcn")
+KINDS: tuple[str, ...] = ("popularity", "lstm", "gcn", "lightgcn", "transformer")
 
 
 def fit_on_log(kind: str, log: Any, config: Any = None, progress: bool | None = None, **train_fields: Any):

@@ -21,6 +21,7 @@ from agents.sequential.popularity import Popularity
 from agents.sequential.recurrent import RecurrentConfig, RecurrentRecommender
 from agents.sequential.srgnn import SRGNN, SRGNNConfig
 from agents.sequential.training import TrainConfig, TrainResult, train
+from agents.sequential.transformer import TransformerConfig, TransformerRecommender
 from recsim_env.io import atomic_write
 from recsim_env.logs import EvalSet, Sequences
 
@@ -29,6 +30,7 @@ MODELS: dict[str, tuple[type[NextItemModel], type | None]] = {
     "lstm": (RecurrentRecommender, RecurrentConfig),
     "gcn": (SRGNN, SRGNNConfig),
     "lightgcn": (LightGCN, LightGCNConfig),
+    "transformer": (TransformerRecommender, TransformerConfig),
 }
 CHECKPOINT_FORMAT = "recsim_env.sequential/1"
 
