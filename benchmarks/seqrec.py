@@ -59,9 +59,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "train": {"lr": 1e-2, "batch_size": 256, "epochs": 20, "patience": 3}},
     "lightgcn": {"config": {"embedding_dim": 64, "n_layers": 2},
                  "train": {"lr": 1e-2, "batch_size": 256, "epochs": 20, "patience": 3}},
-    # SASRec's published Beauty settings (dropout 0.5, lr 1e-3), not yet selected on validation.
+    # SASRec's Beauty dropout 0.5; lr 3e-3 beat 1e-3 on validation NDCG@10 (0.064 vs 0.057), not tuned further.
     "transformer": {"config": {"embedding_dim": 64, "num_blocks": 2, "num_heads": 1, "dropout": 0.5},
-                    "train": {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 5}},
+                    "train": {"lr": 3e-3, "batch_size": 256, "epochs": 200, "patience": 5}},
 }
 
 
