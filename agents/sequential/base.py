@@ -159,3 +159,13 @@ def next_item_loss(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor
     labels = torch.zeros_like(logits)
     labels[:, 0] = 1.0
     return nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(1).mean()
+
+
+def item_embedding(n_items: int, dim: int) -> nn.Embedding:
+    """Item embeddings with row 0 for padding: normal with std ``dim ** -0.5`` (dot products of unit
+    scale), the padding row zero."""
+    embedding = nn.Embedding(n_items + 1, dim, padding_idx=0)
+    nn.init.normal_(embedding.weight, std=dim ** -0.5)
+    with torch.no_grad():
+        embedding.weight[0].zero_()
+    return embedding

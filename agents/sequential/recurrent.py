@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from agents.sequential.base import Batch, NextItemModel, dot_scores, next_item_loss
+from agents.sequential.base import Batch, NextItemModel, dot_scores, item_embedding, next_item_loss
 from recsim_env.config import Validated, bounded
 
 
@@ -45,10 +45,7 @@ class RecurrentRecommender(NextItemModel):
         config = config or RecurrentConfig()
         super().__init__(n_items, config)
         rnn = nn.LSTM if config.cell == "lstm" else nn.GRU
-        self.embedding = nn.Embedding(n_items + 1, config.embedding_dim, padding_idx=0)
-        nn.init.normal_(self.embedding.weight, std=config.embedding_dim ** -0.5)
-        with torch.no_grad():
-            self.embedding.weight[0].zero_()
+        self.embedding = item_embedding(n_items, config.embedding_dim)
         self.rnn = rnn(config.embedding_dim, config.hidden_dim, config.num_layers, batch_first=True,
                        dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.project = nn.Linear(config.hidden_dim, config.embedding_dim)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch_geometric.nn import MessagePassing
 
-from agents.sequential.base import Batch, NextItemModel, dot_scores, next_item_loss
+from agents.sequential.base import Batch, NextItemModel, dot_scores, item_embedding, next_item_loss
 from recsim_env.config import Validated, bounded
 
 
@@ -100,10 +100,7 @@ class SRGNN(NextItemModel):
         config = config or SRGNNConfig()
         super().__init__(n_items, config)
         d = config.embedding_dim
-        self.embedding = nn.Embedding(n_items + 1, d, padding_idx=0)
-        nn.init.normal_(self.embedding.weight, std=d ** -0.5)
-        with torch.no_grad():
-            self.embedding.weight[0].zero_()
+        self.embedding = item_embedding(n_items, d)
         self.ggnn = BidirectionalGatedGraphConv(d, config.steps)
         self.w_last = nn.Linear(d, d, bias=False)
         self.w_node = nn.Linear(d, d)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from agents.sequential.base import Batch, NextItemModel, dot_scores, next_item_loss
+from agents.sequential.base import Batch, NextItemModel, dot_scores, item_embedding, next_item_loss
 from recsim_env.config import Validated, bounded
 
 
@@ -47,10 +47,7 @@ class TransformerRecommender(NextItemModel):
         config = config or TransformerConfig()
         super().__init__(n_items, config)
         d = config.embedding_dim
-        self.embedding = nn.Embedding(n_items + 1, d, padding_idx=0)
-        nn.init.normal_(self.embedding.weight, std=d ** -0.5)
-        with torch.no_grad():
-            self.embedding.weight[0].zero_()
+        self.embedding = item_embedding(n_items, d)
         self.position = nn.Embedding(config.max_len, d)
         nn.init.normal_(self.position.weight, std=0.02)
         self.blocks = nn.ModuleList(
