@@ -13,28 +13,11 @@ from agents.sequential.base import Batch
 from agents.sequential.checkpoint import TrainedModel, build_model, fit
 from agents.sequential.training import TrainConfig, evaluate
 from agents.sequential.transformer import TransformerConfig, TransformerRecommender
-from recsim_env.logs import Sequences, leave_last_out
+from recsim_env.logs import leave_last_out
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: threads only add overhead
 FAST = TrainConfig(epochs=25, lr=1e-2, batch_size=32, patience=25, exclude_history=False)
 SMALL = {"embedding_dim": 16, "feedforward_dim": 32, "dropout": 0.1}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: threads only add overhead, and the machine is shared
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cycles() -> Sequences:
-    """A deterministic pattern: every user walks a cycle over 20 items, item i followed by i + 1."""
-    rng = np.random.default_rng(0)
-    starts, lengths = rng.integers(0, 20, 200), rng.integers(6, 15, 200)
-    users = np.repeat(np.arange(200), lengths)
-    items = (np.repeat(starts, lengths) + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-    return Sequences.from_interactions(users, items % 20 + 1)
 
 
 def small_model(n_items: int = 30, seed: int = 0, **config) -> TransformerRecommender:
