@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[rl,seq,ray,torchrl,test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[rl,seq,ray,rllib,torchrl,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

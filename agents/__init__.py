@@ -58,6 +58,7 @@ register("planner", _lazy("agents.planner", "PlannerPolicy"))
 register("dqn_myopic", _lazy("agents.dqn", "MyopicDQNAgent"))
 register("slateq", _lazy("agents.slateq", "SlateQAgent"))
 register("sb3_dqn", _lazy("agents.sb3", "SB3DQN"))
+register("sb3_ppo", _lazy("agents.sb3", "SB3PPO"))
 
 from agents.sequential import FACTORIES as _SEQUENTIAL  # noqa: E402  (torch is imported only when one is made)
 

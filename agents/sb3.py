@@ -13,6 +13,10 @@ Budgets count user-steps, as the project's DQN does; at ``n_envs=256``, ``batch_
 gradient step per vector step the replay ratio is the DQN's (2). The agent is evaluated with
 :func:`agents.evaluation.evaluate` like every other one: ``act`` hands the whole batch to
 ``model.predict``. This module imports SB3; the registry imports it lazily.
+
+:class:`SB3PPO` is SB3's PPO through the same adapter: on the slate env its ``MultiDiscrete`` action
+(one candidate index per slate position) is what SB3's PPO takes natively, so it is the generic
+baseline beside SlateQ there.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
-from stable_baselines3 import DQN
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
@@ -79,6 +84,38 @@ class SB3DQNConfig(Validated):
     def replay_ratio(self) -> float:
         """Transitions sampled per user-step collected (the project's DQN uses 2)."""
         return self.batch_size * self.gradient_steps / (self.train_freq * self.n_envs)
+
+
+@dataclass(frozen=True)
+class SB3PPOConfig(Validated):
+    """SB3 PPO's hyperparameters (its names) and the training budget, in user-steps.
+
+    A rollout is ``n_steps`` vector steps of ``n_envs`` users (4,096 user-steps by default), reused for
+    ``n_epochs`` passes of ``batch_size`` minibatches. SB3's defaults otherwise, except ``gamma``
+    (the project's DQN's 0.97), ``ent_coef`` 0.01 (a floor on exploration over the candidates) and
+    the network width of SB3DQNConfig.
+    """
+
+    total_timesteps: int = bounded(1_000_000, ge=1, le=10**11, doc="user-steps to train for (all n_envs users count)")
+    learning_rate: float = bounded(3e-4, gt=0.0, le=1.0, doc="Adam step size")
+    n_steps: int = bounded(16, ge=1, le=100_000, doc="vector steps per rollout")
+    batch_size: int = bounded(512, ge=2, le=1_000_000, doc="transitions per minibatch")
+    n_epochs: int = bounded(4, ge=1, le=1000, doc="passes over each rollout")
+    gamma: float = bounded(0.97, ge=0.0, le=1.0, doc="discount")
+    gae_lambda: float = bounded(0.95, ge=0.0, le=1.0, doc="GAE's lambda")
+    clip_range: float = bounded(0.2, gt=0.0, le=10.0, doc="PPO's ratio clip")
+    ent_coef: float = bounded(0.01, ge=0.0, le=10.0, doc="entropy bonus")
+    hidden: int = bounded(256, ge=1, le=4096, doc="width of the two hidden layers of policy and value networks")
+    n_envs: int = bounded(256, ge=1, le=100_000, doc="users stepped together in the training vector env")
+    seed: int = bounded(0, ge=0, le=2**32 - 1, doc="seed of the weights, sampling and training users")
+    torch_threads: int = bounded(1, ge=0, le=256, doc="torch intra-op threads while training (0 = leave as is)")
+    log_every: int = bounded(20, ge=1, le=10**9, doc="vector steps between log rows")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size > self.n_steps * self.n_envs:
+            raise ValueError(f"SB3PPOConfig.batch_size={self.batch_size} exceeds a rollout of n_steps * n_envs = "
+                             f"{self.n_steps * self.n_envs} transitions: allowed 2..{self.n_steps * self.n_envs}")
 
 
 @dataclass
@@ -275,13 +312,13 @@ class _PrivateRNG:
 class ProgressAndReturns(BaseCallback):
     """A tqdm bar over the user-steps and a log row (return, epsilon, user-steps/s) every ``log_every`` steps."""
 
-    def __init__(self, total: int, log_every: int, show: bool):
+    def __init__(self, total: int, log_every: int, show: bool, desc: str = "sb3"):
         super().__init__()
         self.log_every = log_every
         self.rows: list[dict[str, float]] = []
         self._returns: list[float] = []
         self._episodes = 0
-        self.bar = tqdm(total=total, unit="step", desc="sb3_dqn", leave=False, disable=not show)
+        self.bar = tqdm(total=total, unit="step", desc=desc, leave=False, disable=not show)
 
     def _on_training_start(self) -> None:
         self._start = self._t_log = time.perf_counter()
@@ -297,11 +334,11 @@ class ProgressAndReturns(BaseCallback):
             self._episodes += len(self._returns)
             row = {"step": float(self.num_timesteps), "episodes": float(self._episodes),
                    "episodic_return": float(np.mean(self._returns)) if self._returns else float("nan"),
-                   "epsilon": float(self.model.exploration_rate),
+                   "epsilon": float(getattr(self.model, "exploration_rate", float("nan"))),  # DQN's only
                    "sps": (self.num_timesteps - self._steps_at_log) / max(now - self._t_log, 1e-9),
                    "elapsed": now - self._start}
             self.rows.append(row)
-            self.bar.set_postfix(ret=f"{row['episodic_return']:.1f}", eps=f"{row['epsilon']:.2f}", refresh=False)
+            self.bar.set_postfix(ret=f"{row['episodic_return']:.1f}", refresh=False)
             self._returns, self._t_log, self._steps_at_log = [], now, self.num_timesteps
         return True
 
@@ -309,56 +346,44 @@ class ProgressAndReturns(BaseCallback):
         self.bar.close()
 
 
-class SB3DQN(Recommender):
-    """``stable_baselines3.DQN("MlpPolicy")`` on the flat observation; ``act`` = ``model.predict`` on the batch.
+class _SB3Agent(Recommender):
+    """An SB3 algorithm on the flat observation, trained on the batched env through :class:`SB3VecEnv`;
+    ``act`` = ``model.predict`` on the whole batch. Subclasses say which algorithm and how it is built."""
 
-    SB3's epsilon-greedy draws one coin per vector step: with probability epsilon every user of the
-    step acts at random. That is SB3's algorithm and is kept as it is.
-
-    Args:
-        env: The env to act in (single or vector); it fixes the spaces, and its spec makes the
-            training envs unless ``vec_env_fn`` is given.
-        vec_env_fn: Makes the training vector env (SAME_STEP autoreset) for a number of users.
-        config: An :class:`SB3DQNConfig`; keyword overrides replace its fields.
-    """
-
-    name = "sb3_dqn"
+    algorithm: type[BaseAlgorithm]
+    config_class: type
 
     def __init__(self, env: gym.Env | gym.vector.VectorEnv,
                  vec_env_fn: Callable[[int], gym.vector.VectorEnv] | None = None,
-                 config: SB3DQNConfig | None = None, **overrides: Any):
+                 config: Any = None, **overrides: Any):
         super().__init__(env)
-        if not isinstance(self.action_space, gym.spaces.Discrete):
-            raise TypeError(f"SB3's DQN takes a Discrete action, got {self.action_space}")
+        self._check_action_space(self.action_space)
         if not isinstance(self.observation_space, gym.spaces.Box) or len(self.observation_space.shape) != 1:
             raise TypeError(f"the SB3 adapter needs a flat 1-D Box observation, got {self.observation_space}")
-        self.config = dataclasses.replace(config or SB3DQNConfig(), **overrides)
+        self.config = dataclasses.replace(config or self.config_class(), **overrides)
         self.vec_env_fn = vec_env_fn or vector_training_env(env)
         self.env_seed = int(np.random.SeedSequence([self.config.seed, 3]).generate_state(1)[0]) % 2**31
         self._rng = _PrivateRNG(self.config.seed)
-        self.model = self._build()
-
-    def _build(self) -> DQN:
-        cfg = self.config
-        train_env = SB3VecEnv(self.vec_env_fn(cfg.n_envs))
+        train_env = SB3VecEnv(self.vec_env_fn(self.config.n_envs))
         train_env.seed(self.env_seed)
-        train_env.action_space.seed(int(np.random.SeedSequence([cfg.seed, 5]).generate_state(1)[0]))
+        train_env.action_space.seed(int(np.random.SeedSequence([self.config.seed, 5]).generate_state(1)[0]))
         with self._rng.active():  # seed=None: SB3 would reseed the global generators for good
-            return DQN("MlpPolicy", train_env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
-                       learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, train_freq=cfg.train_freq,
-                       gradient_steps=cfg.gradient_steps, target_update_interval=cfg.target_update_interval,
-                       exploration_fraction=cfg.exploration_fraction, exploration_final_eps=cfg.exploration_final_eps,
-                       gamma=cfg.gamma, policy_kwargs={"net_arch": [cfg.hidden, cfg.hidden]}, seed=None,
-                       device="cpu", verbose=0)
+            self.model = self._build(train_env)
+
+    def _check_action_space(self, space: gym.Space) -> None:
+        raise NotImplementedError
+
+    def _build(self, train_env: SB3VecEnv) -> BaseAlgorithm:
+        raise NotImplementedError
 
     def train(self, out_dir: str | Path | None = None, progress: bool | None = None) -> SB3TrainResult:
         """``model.learn`` for ``total_timesteps`` user-steps; SB3's CSV and TensorBoard logs go to ``out_dir``."""
         if not isinstance(self.model.get_env(), SB3VecEnv):
-            raise RuntimeError("this model was loaded from a file and has no training env; build a new SB3DQN")
+            raise RuntimeError(f"this model was loaded from a file and has no training env; build a new {type(self).__name__}")
         cfg = self.config
         if out_dir is not None:
             self.model.set_logger(configure(str(out_dir), ["csv", "tensorboard"]))
-        callback = ProgressAndReturns(cfg.total_timesteps, cfg.log_every, progress_enabled(progress))
+        callback = ProgressAndReturns(cfg.total_timesteps, cfg.log_every, progress_enabled(progress), self.name)
         threads = torch.get_num_threads()
         if cfg.torch_threads:  # small networks: more threads mostly add contention on a shared CPU
             torch.set_num_threads(cfg.torch_threads)
@@ -381,12 +406,6 @@ class SB3DQN(Recommender):
         actions, _ = self.model.predict(np.atleast_2d(obs), deterministic=True)
         return np.asarray(actions, np.int64).reshape(-1)
 
-    def scores(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
-        """The Q-network's value of each candidate slot."""
-        with torch.no_grad():
-            obs_tensor, _ = self.model.policy.obs_to_tensor(np.atleast_2d(obs))
-            return self.model.q_net(obs_tensor).numpy()
-
     def save(self, path: str | Path) -> None:
         """SB3's zip, written atomically; the path gets a ``.zip`` suffix if it has none (SB3 would add one)."""
         atomic_write(_zip(path), lambda tmp: self.model.save(tmp))
@@ -397,13 +416,89 @@ class SB3DQN(Recommender):
         if not path.exists():
             raise FileNotFoundError(path)
         try:
-            model = DQN.load(path, device="cpu")
+            model = self.algorithm.load(path, device="cpu")
         except Exception as err:  # SB3 raises several types for a truncated or foreign zip
-            raise ValueError(f"{path} is not a readable SB3 DQN model ({type(err).__name__}: {err})") from err
+            raise ValueError(f"{path} is not a readable SB3 {self.algorithm.__name__} model "
+                             f"({type(err).__name__}: {err})") from err
         if model.observation_space != self.observation_space or model.action_space != self.action_space:
             raise ValueError(f"{path} was trained on {model.observation_space} / {model.action_space}; "
                              f"this env has {self.observation_space} / {self.action_space}")
         self.model = model
+
+
+class SB3DQN(_SB3Agent):
+    """``stable_baselines3.DQN("MlpPolicy")``: one Q-value per candidate slot.
+
+    SB3's epsilon-greedy draws one coin per vector step: with probability epsilon every user of the
+    step acts at random. That is SB3's algorithm and is kept as it is.
+
+    Args:
+        env: The env to act in (single or vector); it fixes the spaces, and its spec makes the
+            training envs unless ``vec_env_fn`` is given.
+        vec_env_fn: Makes the training vector env (SAME_STEP autoreset) for a number of users.
+        config: An :class:`SB3DQNConfig`; keyword overrides replace its fields.
+    """
+
+    name = "sb3_dqn"
+    algorithm = DQN
+    config_class = SB3DQNConfig
+
+    def _check_action_space(self, space: gym.Space) -> None:
+        if not isinstance(space, gym.spaces.Discrete):
+            raise TypeError(f"SB3's DQN takes a Discrete action, got {space}")
+
+    def _build(self, train_env: SB3VecEnv) -> DQN:
+        cfg = self.config
+        return DQN("MlpPolicy", train_env, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
+                   learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, train_freq=cfg.train_freq,
+                   gradient_steps=cfg.gradient_steps, target_update_interval=cfg.target_update_interval,
+                   exploration_fraction=cfg.exploration_fraction, exploration_final_eps=cfg.exploration_final_eps,
+                   gamma=cfg.gamma, policy_kwargs={"net_arch": [cfg.hidden, cfg.hidden]}, seed=None,
+                   device="cpu", verbose=0)
+
+    def scores(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        """The Q-network's value of each candidate slot."""
+        with torch.no_grad():
+            obs_tensor, _ = self.model.policy.obs_to_tensor(np.atleast_2d(obs))
+            return self.model.q_net(obs_tensor).numpy()
+
+
+class SB3PPO(_SB3Agent):
+    """``stable_baselines3.PPO("MlpPolicy")`` on ``Discrete`` candidates or a ``MultiDiscrete`` slate.
+
+    On a slate, SB3's policy draws each position's candidate independently (a repeated candidate is
+    shown once, as the env does for any agent); ``act`` takes each position's most likely candidate.
+
+    Args: as :class:`SB3DQN`, with an :class:`SB3PPOConfig`.
+    """
+
+    name = "sb3_ppo"
+    algorithm = PPO
+    config_class = SB3PPOConfig
+
+    def _check_action_space(self, space: gym.Space) -> None:
+        if not isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
+            raise TypeError(f"the SB3 PPO adapter takes a Discrete or MultiDiscrete action, got {space}")
+
+    def _build(self, train_env: SB3VecEnv) -> PPO:
+        cfg = self.config
+        return PPO("MlpPolicy", train_env, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+                   batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+                   clip_range=cfg.clip_range, ent_coef=cfg.ent_coef,
+                   policy_kwargs={"net_arch": [cfg.hidden, cfg.hidden]}, seed=None, device="cpu", verbose=0)
+
+    def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        actions, _ = self.model.predict(np.atleast_2d(obs), deterministic=True)
+        actions = np.asarray(actions, np.int64)
+        return actions.reshape(-1) if isinstance(self.action_space, gym.spaces.Discrete) else actions
+
+    def scores(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> np.ndarray:
+        """The policy's logit of each candidate (on a slate: for the first position, the one shown on top)."""
+        with torch.no_grad():
+            obs_tensor, _ = self.model.policy.obs_to_tensor(np.atleast_2d(obs))
+            distribution = self.model.policy.get_distribution(obs_tensor).distribution
+            first = distribution[0] if isinstance(distribution, list) else distribution
+            return first.logits.numpy()
 
 
 def _zip(path: str | Path) -> Path:

@@ -61,14 +61,22 @@ def headline(results: Results, suite: Suite, preset: str) -> list[str]:
     return sentences
 
 
+#: Equal-budget comparisons: a learner against the baselines trained on as many user-steps.
+EQUAL_BUDGET = (("dqn", ("sb3_dqn", "dqn_myopic")), ("slateq", ("sb3_ppo",)))
+_DISPLAY = {"dqn": "DQN", "slateq": "SlateQ"}
+
+
 def _equal_budget(returns: dict[str, Interval], suite: Suite) -> list[str]:
-    present = [a for a in ("dqn", "sb3_dqn", "dqn_myopic") if a in returns]
-    if "dqn" not in present or len(present) < 2:
-        return []
-    listed = ", ".join(f"{a} {_v(returns[a])}" for a in present)
-    ratios = "; ".join(f"DQN is {returns['dqn'].estimate / returns[a].estimate:.2f}x {a} "
-                       f"({versus(returns['dqn'], returns[a])})" for a in present[1:])
-    return [f"At equal budgets ({suite.budget.train_steps:,} user-steps each): {listed}. {ratios}."]
+    sentences = []
+    for learner, baselines in EQUAL_BUDGET:
+        present = [a for a in baselines if a in returns]
+        if learner not in returns or not present:
+            continue
+        listed = ", ".join(f"{a} {_v(returns[a])}" for a in (learner, *present))
+        ratios = "; ".join(f"{_DISPLAY[learner]} is {returns[learner].estimate / returns[a].estimate:.2f}x {a} "
+                           f"({versus(returns[learner], returns[a])})" for a in present)
+        sentences.append(f"At equal budgets ({suite.budget.train_steps:,} user-steps each): {listed}. {ratios}.")
+    return sentences
 
 
 def tension_caption(accuracy: dict[str, Interval], returns: dict[str, Interval]) -> str:

@@ -1,11 +1,11 @@
 """Regenerate the README's results section from a finished suite run, so its numbers and sentences are the run's.
 
-    python -m benchmarks.readme [--results results/quick] [--readme README.md]
+    python -m benchmarks.readme [--results results/quick] [--slates results/slates] [--readme README.md]
 
 Replaces the text between the ``<!-- results:start -->`` and ``<!-- results:end -->`` markers with
 the run's findings and main table (computed as in ``REPORT.md``), and names the run's commit and machine;
-with a ``make references`` run in ``--references`` and a ``python -m benchmarks.tabular`` run in
-``--tabular``, their sections likewise.
+with a ``--suite slates`` run in ``--slates``, a ``make references`` run in ``--references`` and a
+``python -m benchmarks.tabular`` run in ``--tabular``, their sections likewise.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from recsim_env.io import atomic_write_text
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 REFERENCES_START, REFERENCES_END = "<!-- references:start -->", "<!-- references:end -->"
 TABULAR_START, TABULAR_END = "<!-- tabular:start -->", "<!-- tabular:end -->"
+SLATES_START, SLATES_END = "<!-- slates:start -->", "<!-- slates:end -->"
 
 
 def load_run(folder: str | Path) -> tuple[Suite, Results, dict]:
@@ -99,6 +100,8 @@ def replace_block(text: str, block: str, start: str = START, end: str = END) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.readme", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results/quick", help="a run folder of benchmarks.run")
+    parser.add_argument("--slates", default="results/slates",
+                        help="a slates-suite folder of benchmarks.run (its section is kept as it is when missing)")
     parser.add_argument("--references", default="results/references",
                         help="a folder of benchmarks.references (its section is kept as it is when missing)")
     parser.add_argument("--tabular", default="results/tabular",
@@ -110,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         readme = Path(args.readme)
         text = replace_block(readme.read_text(encoding="utf-8"), results_block(suite, results, record))
         done = [f"results from {args.results} ({len(results)} runs)"]
+        if (Path(args.slates) / "run.json").exists():
+            slates = load_run(args.slates)
+            text = replace_block(text, results_block(*slates), SLATES_START, SLATES_END)
+            done.append(f"slate results from {args.slates} ({len(slates[1])} runs)")
         if (Path(args.references) / "results.json").exists():
             text = replace_block(text, references_block(args.references), REFERENCES_START, REFERENCES_END)
             done.append(f"references from {args.references}")

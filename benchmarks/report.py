@@ -22,7 +22,7 @@ from recsim_env.io import atomic_write_text
 #: The comparisons the suite exists to make: (better?, than, on metric).
 KEY_PAIRS = (("planner", "heuristic", "return"), ("dqn", "dqn_myopic", "return"), ("dqn", "sb3_dqn", "return"),
              ("heuristic", "myopic", "return"), ("lstm", "popularity", "log_HR@10"),
-             ("gcn", "popularity", "log_HR@10"))
+             ("gcn", "popularity", "log_HR@10"), ("slateq", "sb3_ppo", "return"), ("slateq", "myopic", "return"))
 #: Main table: metric, header, decimals. ``normalized`` is computed from the returns.
 TABLE_METRICS = (("return", "return", 1), ("normalized", "normalized score", 2),
                  ("train_steps", "user-steps trained", 0), ("train_seconds", "wall-clock s", 0),

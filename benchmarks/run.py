@@ -1,6 +1,6 @@
 """The benchmark suite: every agent on the same held-out simulated users, over seeds, with plots.
 
-    python -m benchmarks.run [--suite quick|full|tiny] [--out DIR] [--engine local|ray] [--jobs N]
+    python -m benchmarks.run [--suite quick|slates|full|tiny|tiny_slates] [--out DIR] [--engine local|ray] [--jobs N]
                              [--address RAY_ADDRESS] [--agents a,b] [--presets p,q] [--seeds 0,1,2]
                              [--env ID [--set FIELD=VALUE ...] [--env-config FILE.json]] [--plugin MODULE]
 

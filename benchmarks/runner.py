@@ -69,23 +69,31 @@ def _qlearning(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) 
 
 
 def _dqn(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> tuple[Recommender, dict]:
+    """The project's DQN, its myopic twin, or SlateQ (the same trainer and config, on slates)."""
     from agents.dqn import DQNConfig, train
+    from agents.slateq import train as train_slateq
 
     budget = spec.budget
     config = DQNConfig(total_steps=budget.train_steps, seed=spec.seed,
                        learning_starts=min(20_000, budget.train_steps // 4), checkpoint_replay=False,
                        **spec.overrides())
-    result = train(_vector_env(spec, budget.train_users), config, out_dir=work_dir,
-                   myopic=spec.agent == "dqn_myopic", progress=False, resume=False)
+    train_env = _vector_env(spec, budget.train_users)
+    if spec.agent == "slateq":
+        result = train_slateq(train_env, config, out_dir=work_dir, progress=False, resume=False)
+    else:
+        result = train(train_env, config, out_dir=work_dir, myopic=spec.agent == "dqn_myopic", progress=False,
+                       resume=False)
     return result.agent, {**learning_curve(result.curve_returns), "train_steps": result.steps}
 
 
 def _sb3(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> tuple[Recommender, dict]:
-    """SB3's DQN on the same users in parallel and user-step budget as our DQN (hyperparameters: its defaults,
-    chosen by ``python -m benchmarks.sb3_sweep``)."""
+    """SB3's DQN (or PPO) on the same users in parallel and user-step budget as our DQN (hyperparameters:
+    the config's defaults; DQN's chosen by ``python -m benchmarks.sb3_sweep``)."""
     budget = spec.budget
-    agent = agents.make("sb3_dqn", env, total_timesteps=budget.train_steps, n_envs=budget.train_users,
-                        learning_starts=min(20_000, budget.train_steps // 4), seed=spec.seed)
+    extra = {"learning_starts": min(20_000, budget.train_steps // 4)} if spec.agent == "sb3_dqn" else \
+        {"batch_size": min(512, budget.train_users * 16)}  # PPO: a minibatch fits in one rollout
+    agent = agents.make(spec.agent, env, total_timesteps=budget.train_steps, n_envs=budget.train_users,
+                        seed=spec.seed, **extra)
     result = agent.train(out_dir=work_dir, progress=False)
     if work_dir is not None:
         agent.save(work_dir / "model.zip")
@@ -125,8 +133,8 @@ SEQUENTIAL_MODELS: dict[str, dict[str, Any]] = {
 
 BUILDERS: dict[str, Callable[[RunSpec, gym.vector.VectorEnv, Path | None], tuple[Recommender, dict]]] = {
     "random": _fixed, "myopic": _fixed, "heuristic": _fixed, "planner": _fixed, "qlearning": _qlearning,
-    "dqn": _dqn, "dqn_myopic": _dqn, "sb3_dqn": _sb3, "popularity": _sequential, "lstm": _sequential,
-    "gcn": _sequential,
+    "dqn": _dqn, "dqn_myopic": _dqn, "slateq": _dqn, "sb3_dqn": _sb3, "sb3_ppo": _sb3, "popularity": _sequential,
+    "lstm": _sequential, "gcn": _sequential,
 }
 
 

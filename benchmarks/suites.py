@@ -16,15 +16,23 @@ from recsim_env.config import Validated, bounded
 PRESET_ENVS = {
     "default": "recsim_env/InterestDrift-v0",
     "cross_session": "recsim_env/CrossSessionDrift-v0",
+    "slate": "recsim_env/SlateDrift-v0",
 }
 
 #: Every agent the suite knows, in the order tables and plots show them.
 AGENTS = ("random", "popularity", "myopic", "heuristic", "planner", "qlearning", "dqn", "dqn_myopic", "sb3_dqn",
-          "lstm", "gcn")
+          "lstm", "gcn", "slateq", "sb3_ppo")
+#: The agents of the one-item presets' suites (the quick suite's eleven).
+ONE_ITEM_AGENTS = AGENTS[:11]
+#: Agents that show a slate; the others choose one candidate, so they run on the one-item presets only
+#: (SlateQ only on slates: on one item it is a DQN with a click model).
+SLATE_AGENTS = ("random", "popularity", "myopic", "heuristic", "slateq", "sb3_ppo")
+#: Presets whose action is a slate.
+SLATE_PRESETS = frozenset({"slate"})
 #: Agents trained on a simulated interaction log rather than by interacting.
 LOG_TRAINED = frozenset({"popularity", "lstm", "gcn"})
 #: Agents that learn from the environment (by interacting, or from a log of it): they share one budget.
-LEARNERS = frozenset({"qlearning", "dqn", "dqn_myopic", "sb3_dqn"}) | LOG_TRAINED
+LEARNERS = frozenset({"qlearning", "dqn", "dqn_myopic", "sb3_dqn", "slateq", "sb3_ppo"}) | LOG_TRAINED
 #: Behaviour policies a log may come from.
 LOG_POLICIES = ("random", "myopic", "heuristic")
 
@@ -137,12 +145,18 @@ class Suite:
             unknown = [v for v in values if v not in allowed]
             if unknown:
                 raise ValueError(f"unknown {kind} {unknown}; allowed: {', '.join(allowed)}")
+        if not self.choice.env:
+            for agent in self.agents:
+                if not any(acts_on(agent, p) for p in self.presets):
+                    raise ValueError(f"agent {agent!r} cannot act on preset(s) {', '.join(self.presets)}: "
+                                     f"{_unsupported(agent)}")
         if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds={self.seeds} must be distinct non-negative integers, at least one")
 
     def runs(self) -> list[RunSpec]:
+        """Every (agent, preset, seed) whose agent can act on the preset."""
         return [RunSpec(a, p, s, self.budget, self.choice) for p in self.presets for a in self.agents
-                for s in self.seeds]
+                if self.choice.env or acts_on(a, p) for s in self.seeds]
 
     def restrict(self, agents: tuple[str, ...] | None = None, presets: tuple[str, ...] | None = None,
                  seeds: tuple[int, ...] | None = None) -> Suite:
@@ -152,6 +166,22 @@ class Suite:
     def on(self, choice: EnvChoice) -> Suite:
         """The same suite on a chosen env (one preset, named after it) instead of its presets."""
         return replace(self, presets=(choice.label,) if choice.env else self.presets, choice=choice)
+
+
+def acts_on(agent: str, preset: str) -> bool:
+    """Whether the suite runs ``agent`` on ``preset``: slate agents on slates, one-item agents on the others
+    (a plugin's agent anywhere: its own constructor says what it refuses)."""
+    if agent not in AGENTS:
+        return True
+    if preset in SLATE_PRESETS:
+        return agent in SLATE_AGENTS
+    return agent != "slateq"
+
+
+def _unsupported(agent: str) -> str:
+    if agent == "slateq":
+        return f"it shows slates; slate presets: {', '.join(sorted(SLATE_PRESETS))}"
+    return f"it shows one item; agents for slates: {', '.join(SLATE_AGENTS)}"
 
 
 def registered_agents() -> list[str]:
@@ -164,11 +194,15 @@ def registered_agents() -> list[str]:
 SUITES: dict[str, Suite] = {
     # the README's main job: every agent, 5 seeds, within 10 minutes on 2 cores
     # (the next-item models' epochs are cut to fit: each epoch passes over the whole 500k-step log)
-    "quick": Suite("quick", AGENTS, ("default",), (0, 1, 2, 3, 4), Budget(seq_epochs=3)),
-    # the published comparison: both presets, twice the training budget
-    "full": Suite("full", AGENTS, ("default", "cross_session"), (0, 1, 2, 3, 4),
+    "quick": Suite("quick", ONE_ITEM_AGENTS, ("default",), (0, 1, 2, 3, 4), Budget(seq_epochs=3)),
+    # the slate preset at the quick budget: SlateQ and SB3's PPO against the slate-aware references
+    "slates": Suite("slates", SLATE_AGENTS, ("slate",), (0, 1, 2, 3, 4), Budget(seq_epochs=3)),
+    # the published comparison: every preset, twice the training budget
+    "full": Suite("full", AGENTS, ("default", "cross_session", "slate"), (0, 1, 2, 3, 4),
                   Budget(train_steps=1_000_000, seq_epochs=20)),
     # seconds-long end-to-end check of the machinery (tests): numbers mean nothing
-    "tiny": Suite("tiny", AGENTS, ("default",), (0, 1),
+    "tiny": Suite("tiny", ONE_ITEM_AGENTS, ("default",), (0, 1),
                   Budget(eval_users=16, train_steps=2_000, train_users=16, seq_epochs=1, accuracy_users=16)),
+    "tiny_slates": Suite("tiny_slates", SLATE_AGENTS, ("slate",), (0, 1),
+                         Budget(eval_users=16, train_steps=2_000, train_users=16, seq_epochs=1, accuracy_users=16)),
 }

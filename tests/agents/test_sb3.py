@@ -223,3 +223,45 @@ def test_training_env_falls_back_to_a_sync_env_without_native_same_step():
     venv = vector_training_env(SimpleNamespace(spec=spec))(2)
     assert isinstance(venv, gym.vector.SyncVectorEnv) and venv.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     assert venv.envs[0].unwrapped.config.catalog.n_items == 300
+
+
+SLATE_ID = "recsim_env/SlateDrift-v0"
+PPO_CONFIG = {"total_timesteps": 100_000, "n_envs": 128, "n_steps": 16, "batch_size": 512, "hidden": 64,
+              "learning_rate": 1e-3}
+
+
+def test_ppo_on_slates_beats_the_same_agent_untrained_on_held_out_users():
+    """SB3's PPO on the slate env's ``MultiDiscrete`` action, trained vs untrained (same seed, so the same
+    initial weights) on the same 200 held-out users.
+
+    Trained 54.7 against 23.0 untrained (100,000 user-steps, about 8 s). With ``learning_rate=1e-12``
+    (no learning to speak of) the trained agent also returns 23.0 and this test fails: it was run so.
+    """
+    env = drift_vec(200, SLATE_ID)
+    untrained, agent = (agents.make("sb3_ppo", env, **PPO_CONFIG) for _ in range(2))
+    for a, b in zip(untrained.model.policy.parameters(), agent.model.policy.parameters()):
+        assert torch.equal(a, b)
+    result = agent.train(progress=False)
+    assert result.steps >= PPO_CONFIG["total_timesteps"] and len(result.episode_returns) > 0
+    actions = agent.act(env.reset(seed=0)[0])
+    assert actions.shape == (200, env.single_action_space.shape[0]) and env.single_action_space.contains(actions[0])
+    before = evaluate(untrained, env, seed=1_000_000).returns.mean()
+    after = evaluate(agent, env, seed=1_000_000).returns.mean()
+    assert after > 1.5 * before, (before, after)
+
+
+def test_ppo_save_load_round_trip_and_refusals(tmp_path):
+    env = drift_vec(8, SLATE_ID)
+    agent = agents.make("sb3_ppo", env, total_timesteps=256, n_envs=8, n_steps=8, batch_size=32, hidden=16)
+    agent.train(progress=False)
+    agent.save(tmp_path / "ppo")
+    again = agents.make("sb3_ppo", env, n_envs=8, n_steps=8, batch_size=32, hidden=16, seed=9)
+    again.load(tmp_path / "ppo")
+    obs = env.reset(seed=3)[0]
+    assert np.array_equal(again.act(obs), agent.act(obs)) and np.allclose(again.scores(obs), agent.scores(obs))
+    with pytest.raises(ValueError, match="was trained on"):
+        agents.make("sb3_ppo", drift_vec(8), n_envs=8, n_steps=8, batch_size=32, hidden=16).load(tmp_path / "ppo")
+    with pytest.raises(ValueError, match="SB3PPOConfig.batch_size=512 exceeds a rollout"):
+        agents.make("sb3_ppo", env, n_envs=4, n_steps=8)
+    with pytest.raises(TypeError, match="SB3's DQN takes a Discrete action"):
+        agents.make("sb3_dqn", env)

@@ -18,11 +18,11 @@ MEANS = {"random": 22.0, "myopic": 52.0, "heuristic": 104.0, "planner": 120.0, "
 HR = {"random": 0.010, "myopic": 0.060, "heuristic": 0.030, "dqn": 0.020, "dqn_myopic": 0.040}
 
 
-def fake_results(means=MEANS, hr=HR):
+def fake_results(means=MEANS, hr=HR, suite=SUITE):
     rng = np.random.default_rng(0)
     results = {}
-    for agent in AGENTS:
-        for seed in SUITE.seeds:
+    for agent in suite.agents:
+        for seed in suite.seeds:
             returns = rng.normal(means[agent], 5.0, size=200)
             cases = np.full(200, 10.0)
             per_user = {"return": returns.tolist(), "length": np.full(200, 20).tolist(),
@@ -32,7 +32,7 @@ def fake_results(means=MEANS, hr=HR):
                 hits = rng.binomial(10, hr[agent], size=200).astype(float)
                 per_user.update({"log_HR@10": hits.tolist(), "log_cases": cases.tolist()})
                 metrics["log_HR@10"] = float(hits.sum() / cases.sum())
-            results[RunSpec(agent, "default", seed, SUITE.budget)] = {"metrics": metrics, "per_user": per_user}
+            results[RunSpec(agent, suite.presets[0], seed, suite.budget)] = {"metrics": metrics, "per_user": per_user}
     return results
 
 
@@ -48,6 +48,15 @@ def test_headline_names_the_winner_and_the_ratios_from_the_numbers():
     assert "The planner (" in text and "is ahead, with intervals apart against the one-step heuristic" in text
     assert "At equal budgets (500,000 user-steps each)" in text and "DQN is 1.9" in text
     assert "most accurate agent on the held-out log" in text and "is myopic" in text
+
+
+def test_slateq_is_set_against_sb3_ppo_at_equal_budgets_on_slates():
+    suite = Suite("slates", ("random", "myopic", "slateq", "sb3_ppo"), ("slate",), (0, 1, 2, 3, 4), Budget())
+    means = {"random": 22.0, "myopic": 50.0, "slateq": 80.0, "sb3_ppo": 60.0}
+    text = " ".join(findings.headline(fake_results(means, {}, suite), suite, "slate"))
+    assert "slateq 79.8 [" in text and "SlateQ is 1.32x sb3_ppo (ahead, with intervals apart)" in text
+    flipped = " ".join(findings.headline(fake_results(swapped(means, "slateq", "sb3_ppo"), {}, suite), suite, "slate"))
+    assert "SlateQ is 0.74x sb3_ppo (behind, with intervals apart)" in flipped
 
 
 def test_swapping_two_agents_results_changes_the_sentences():

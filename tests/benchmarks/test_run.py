@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks import engines, runner
 from benchmarks.run import RunConfig, main, parse_args, run_suite
-from benchmarks.suites import AGENTS, SUITES, Suite
+from benchmarks.suites import ONE_ITEM_AGENTS, SLATE_AGENTS, SUITES, Suite
 
 PLOTS = ("learning_curves", "final_return", "accuracy", "accuracy_vs_return", "user_drift", "sessions")
 
@@ -25,7 +25,7 @@ def test_tiny_suite_end_to_end(tmp_path):
     outcome = run_suite(RunConfig(suite="tiny", out=str(tmp_path), jobs=2, progress=False))
     assert not outcome.failed
     rows = read_table(tmp_path)
-    assert {(r["agent"], r["seed"]) for r in rows} == {(a, str(s)) for a in AGENTS for s in (0, 1)}
+    assert {(r["agent"], r["seed"]) for r in rows} == {(a, str(s)) for a in ONE_ITEM_AGENTS for s in (0, 1)}
     metrics = {r["metric"] for r in rows}
     assert {"return", "session_length", "rollout_HR@1", "rollout_NDCG@10", "log_HR@10", "log_NDCG@10", "log_MRR",
             "click_f1", "click_roc_auc", "train_steps", "train_seconds"} <= metrics
@@ -40,18 +40,45 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert record["packages"]["numpy"] and record["machine"]["cpus"] and record["failed_runs"] == []
     # every agent reports next-click accuracy from its rollouts; random ranks at chance (1 in 10)
     by = {(r["agent"], r["metric"], r["seed"]): float(r["value"]) for r in rows}
-    assert all(np.isfinite(by[(a, "rollout_NDCG@10", "0")]) for a in AGENTS)
+    assert all(np.isfinite(by[(a, "rollout_NDCG@10", "0")]) for a in ONE_ITEM_AGENTS)
     assert 0.05 < by[("random", "rollout_HR@1", "0")] < 0.2
     # every agent that can rank the catalogue is scored on the same held-out log; SB3 (per-slot outputs)
     # and the planner (values only for the candidates it rolls out) cannot
     ranked = {a for (a, m, _) in by if m == "log_HR@10"}
-    assert ranked == set(AGENTS) - {"sb3_dqn", "planner"}
+    assert ranked == set(ONE_ITEM_AGENTS) - {"sb3_dqn", "planner"}
     # every learner trained on the same user-step budget (a log of whole episodes: at most that)
     budget = SUITES["tiny"].budget.train_steps
     for agent in ("qlearning", "dqn", "dqn_myopic", "sb3_dqn"):
         assert by[(agent, "train_steps", "0")] == budget
     for agent in ("popularity", "lstm", "gcn"):
         assert 0.9 * budget < by[(agent, "train_steps", "0")] <= budget
+
+
+def test_tiny_slate_suite_runs_slateq_ppo_and_the_slate_references(tmp_path):
+    outcome = run_suite(RunConfig(suite="tiny_slates", out=str(tmp_path), jobs=2, progress=False))
+    assert not outcome.failed
+    rows = read_table(tmp_path)
+    assert {(r["agent"], r["preset"]) for r in rows} == {(a, "slate") for a in SLATE_AGENTS}
+    by = {(r["agent"], r["metric"], r["seed"]): float(r["value"]) for r in rows}
+    budget = SUITES["tiny_slates"].budget.train_steps
+    assert by[("slateq", "train_steps", "0")] == budget
+    assert budget <= by[("sb3_ppo", "train_steps", "0")] < budget + 16 * 16  # whole rollouts of 16 users x 16 steps
+    assert "slateq > sb3_ppo on return" in (tmp_path / "REPORT.md").read_text()
+
+
+@pytest.mark.parametrize("agents, presets, message", [
+    (("dqn",), ("slate",), "agent 'dqn' cannot act on preset(s) slate: it shows one item; agents for slates:"),
+    (("slateq",), ("default",), "agent 'slateq' cannot act on preset(s) default: it shows slates"),
+])
+def test_an_agent_on_a_preset_it_cannot_act_on_is_refused_by_name(agents, presets, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        SUITES["tiny"].restrict(agents=agents, presets=presets)
+
+
+def test_a_mixed_suite_runs_each_agent_only_where_it_can_act():
+    suite = Suite("mixed", ("myopic", "dqn", "slateq"), ("default", "slate"), (0,), SUITES["tiny"].budget)
+    assert {(r.agent, r.preset) for r in suite.runs()} == {("myopic", "default"), ("dqn", "default"),
+                                                            ("myopic", "slate"), ("slateq", "slate")}
 
 
 class ProcessDied(BaseException):
