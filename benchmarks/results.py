@@ -50,7 +50,11 @@ class RunStore:
             stored = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return stored if stored.get("spec") == spec_dict(spec) else None
+        try:  # through the dataclass, so a file from before a field existed reads with its default
+            same = spec_from_dict(stored["spec"]) == spec
+        except (KeyError, TypeError, ValueError):
+            return None
+        return stored if same else None
 
     def save(self, spec: RunSpec, result: dict[str, Any]) -> None:
         atomic_write_text(self._path(spec), json.dumps({"spec": spec_dict(spec), **result}))

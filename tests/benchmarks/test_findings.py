@@ -144,3 +144,26 @@ def test_tabular_block_states_the_measured_fraction_of_the_optimum(tmp_path):
     text = tabular_block(tmp_path)
     assert "reaches 0.950 of V* = 40.00" in text and "worst seed 0.880" in text and "myopic: 0.750" in text
     assert "on 0.75 of the states" in text
+
+
+def test_obd_block_follows_the_command_s_results(tmp_path):
+    import json
+
+    from benchmarks.readme import obd_block
+
+    def write(covers):
+        record = {"behaviour": {"log": "random", "rows": 100, "clicks": 3}, "confidence": 0.95,
+                  "target": {"rows": 90, "clicks": 4, "on_policy_ctr": 4 / 90}, "effective_sample_size": 12.3,
+                  "n_covering": sum(covers),
+                  "estimates": {name: {"estimate": 0.05, "low": 0.01, "high": 0.09, "relative_error": 0.125,
+                                       "covers_on_policy": c} for name, c in zip(("IPS", "SNIPS", "DR"), covers)}}
+        (tmp_path / "results.json").write_text(json.dumps(record))
+        return obd_block(tmp_path)
+
+    block = write((True, True, True))
+    assert "on-policy CTR 0.0444" in block and "| IPS | 0.0500 | [0.0100, 0.0900] | +12% | yes |" in block
+    assert "3 of 3 intervals cover" in block and "worth 12 of its 100 impressions" in block
+    flipped = write((True, False, True))
+    assert "| SNIPS | 0.0500 | [0.0100, 0.0900] | +12% | no |" in flipped and "2 of 3 intervals cover" in flipped
+    with pytest.raises(ValueError, match="not a finished Open Bandit benchmark"):
+        obd_block(tmp_path / "missing")
