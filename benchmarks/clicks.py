@@ -223,7 +223,8 @@ def obd_data(path: str) -> tuple[Any, dict[str, Any]]:
     history = np.where(strength > 0, order, -1)
     data = ClickData(history=history, item=obd.item, clicked=obd.click, group=np.arange(r), features=features,
                      context=context, item_features=item_features)
-    info = {"source": f"{obd.metadata['path']}: {r} impressions, {obd.n_items} items, {int(obd.click.sum())} clicks",
+    csv = Path(obd.metadata["path"])  # the log's own folder and name, not where it lies on this machine
+    info = {"source": f"{csv.parent.name}/{csv.name}: {r} impressions, {obd.n_items} items, {int(obd.click.sum())} clicks",
             "item_ids": True, "reader": "recsim_env.logs.obd.read_obd",
             "notes": "Each row is an impression of its own; the sequence models' history is the user's affinity "
                      "items (past clicks), strongest last, and their context the user features and the slot; "
@@ -347,10 +348,15 @@ def study_markdown(name: str, title: str, result: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def study_titles(negatives: int) -> dict[str, str]:
+    """The heading of each study, in report order."""
+    return {"simulated": "Simulated users (InterestDrift-v0, myopic behaviour)",
+            "beauty": f"Purchase prediction on Beauty (1 positive : {negatives} sampled negatives)",
+            "obd": "ZOZOTOWN impressions (Open Bandit Dataset, random log)"}
+
+
 def report(results: dict[str, Any], cfg: ClicksConfig) -> str:
-    titles = {"simulated": "Simulated users (InterestDrift-v0, myopic behaviour)",
-              "beauty": f"Purchase prediction on Beauty (1 positive : {cfg.negatives} sampled negatives)",
-              "obd": "ZOZOTOWN impressions (Open Bandit Dataset, random log)"}
+    titles = study_titles(cfg.negatives)
     lines = ["# Click prediction", "",
              ("Models trained end to end on impressions with binary cross-entropy (`agents.sequential.click_models`), "
              "scored on held-out users. `@t`: at the threshold that maximises F1 on the validation users; plain: at 0.5. "

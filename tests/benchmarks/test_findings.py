@@ -167,3 +167,25 @@ def test_obd_block_follows_the_command_s_results(tmp_path):
     assert "| SNIPS | 0.0500 | [0.0100, 0.0900] | +12% | no |" in flipped and "2 of 3 intervals cover" in flipped
     with pytest.raises(ValueError, match="not a finished Open Bandit benchmark"):
         obd_block(tmp_path / "missing")
+
+
+def test_clicks_block_carries_the_study_sentences(tmp_path):
+    import json
+
+    from benchmarks.readme import clicks_block
+
+    def model(auc, accuracy):
+        mean = {"roc_auc": auc, "log_loss": 0.5, "accuracy": accuracy, "f1": 0.1, "threshold": 0.3,
+                "accuracy@t": 0.9, "precision@t": 0.2, "recall@t": 0.3, "f1@t": 0.25, "positive_rate": 0.05,
+                "always_no_accuracy": 0.95}
+        return {"mean": mean, "interval": {"roc_auc": [auc - 0.02, auc + 0.02]}}
+
+    summary = {"lstm": model(0.70, 0.95), "logistic": model(0.60, 0.96),
+               "lstm_minus_logistic_roc_auc": {"mean": 0.1, "interval": [0.05, 0.15], "seeds_lstm_ahead": 5, "seeds": 5}}
+    info = {"source": "toy", "train_impressions": 10, "test_impressions": 5}
+    record = {"config": {"negatives": 4}, "seconds": 60.0, "simulated": {"info": info, "seeds": 5, "summary": summary}}
+    (tmp_path / "results.json").write_text(json.dumps(record))
+    block = clicks_block(tmp_path)
+    assert "#### Simulated users" in block and "| lstm | 0.700 [0.680, 0.720]" in block
+    assert "At threshold 0.5, lstm is no more accurate than that" in block
+    assert "the LSTM click model beats logistic regression" in block
