@@ -1,7 +1,7 @@
 """Repeated retraining: deploy a model, log what users did under it, retrain on that log, redeploy.
 
     python -m benchmarks.feedback_loop [--learners lstm] [--rounds 5] [--seeds 0,1,2,3,4]
-                                       [--log-steps 100000] [--eval-users 1000] [--out results/feedback_loop]
+                                       [--log-steps 40000] [--eval-users 500] [--out results/feedback_loop]
 
 Round 0 is the logging policy (``myopic``) that produced the first log. In round ``r >= 1`` the
 learner is fitted on the log of round ``r - 1`` (fresh users each round, never the held-out ones),
@@ -57,8 +57,8 @@ class LoopConfig(Validated):
     learners: tuple[str, ...] = ("lstm",)
     rounds: int = bounded(5, ge=1, le=100, doc="retraining rounds after the logging policy's")
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    log_steps: int = bounded(100_000, ge=100, le=10**9, doc="user-steps in each round's training log")
-    eval_users: int = bounded(1000, ge=2, le=1_000_000, doc="held-out users measured every round")
+    log_steps: int = bounded(40_000, ge=100, le=10**9, doc="user-steps in each round's training log")
+    eval_users: int = bounded(500, ge=2, le=1_000_000, doc="held-out users measured every round")
     accuracy_users: int = bounded(300, ge=2, le=1_000_000, doc="held-out users of the fixed accuracy log")
     epochs: int = bounded(3, ge=1, le=1000, doc="most epochs of each fit of a next-item model")
     env_id: str = "recsim_env/InterestDrift-v0"
@@ -293,8 +293,8 @@ def parse_args(argv: list[str] | None) -> LoopConfig:
     parser.add_argument("--learners", default="lstm", help=f"comma-separated, from {', '.join(LEARNERS)}")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--log-steps", type=int, default=100_000)
-    parser.add_argument("--eval-users", type=int, default=1000)
+    parser.add_argument("--log-steps", type=int, default=40_000)
+    parser.add_argument("--eval-users", type=int, default=500)
     parser.add_argument("--accuracy-users", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", default="results/feedback_loop")
