@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo readme test test-fast speed references install clean
+.PHONY: demo readme test test-fast speed references docs docs-serve install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[rl,seq,ray,rllib,torchrl,test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[rl,seq,ray,rllib,torchrl,test,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +27,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not slow"
+
+# The documentation site into build/site (warnings are errors; the notebooks run on the small budget).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 RECSIM_DOCS_EXECUTE=0 $(PY) -m mkdocs serve
 
 references: $(STAMP)
 	$(PY) -m benchmarks.references

@@ -64,7 +64,9 @@ def load_sequences(path: str | Path, format: str | None = None, *, kcore: int = 
         path: the file.
         format: one of ``FORMATS``; inferred from the file name when None.
         kcore: when > 1, keep the ``kcore``-core (users and items with at least ``kcore`` interactions).
-        user_col, item_col, time_col: column names for ``csv`` (``time_col=None``: file order is time order).
+        user_col: the user column for ``csv``.
+        item_col: the item column for ``csv``.
+        time_col: the time column for ``csv`` (None: file order is time order).
 
     Raises:
         FileNotFoundError: no such file.
