@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo readme test test-fast speed references docs docs-serve install clean
+.PHONY: demo readme test test-fast speed references docs docs-serve ope install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ docs: $(STAMP)
 
 docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 RECSIM_DOCS_EXECUTE=0 $(PY) -m mkdocs serve
+
+# Off-policy estimators scored against the simulator's truth (5 logs of 10,000 users; about 10 minutes).
+ope: $(STAMP)
+	$(PY) -m benchmarks.ope --preset default --behaviour myopic --epsilon 0.3 --users 10000 --logs 5 \
+		--targets random,myopic,heuristic,dqn,dqn_myopic,planner --seed 1 --out results/ope --no-progress
 
 references: $(STAMP)
 	$(PY) -m benchmarks.references

@@ -6,11 +6,17 @@ observation it acted on, so that a target policy can be reweighted against it at
 The true user state is kept in separate columns, for checks only. The policy is duck-typed (``act``
 and ``action_probabilities``, as ``agents.behaviour`` provides); this module does not import
 ``agents``, so the dependency still points one way.
+
+Target policies can be recorded beside the behaviour (``targets=``): each acts on the very observation
+and info the behaviour saw, and its probability of every candidate is kept per row, so that a target
+whose decisions need more than the log holds (the true state of a clone, a planner's rollouts) can
+still be evaluated from the log. Files without target columns read back as before.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,12 +34,23 @@ FORMAT_VERSION = 1
 _REQUIRED = ("user", "step", "session", "obs", "candidates", "position", "item", "propensity", "probabilities",
              "click", "engagement", "reward", "terminated", "truncated")
 _STATE = ("interest", "satiation", "budget")
+#: Prefix of the Parquet column holding a recorded target's ``(R, N)`` probabilities.
+TARGET_PREFIX = "target."
+#: The info key that marks the users whose actions count (``agents.base.ACTIVE``): recorded targets
+#: see it, so costly ones skip the rows the log drops.
+ACTIVE_KEY = "active"
 
 
 class StochasticPolicy(Protocol):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
 
     def action_probabilities(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
+
+
+class TargetPolicy(Protocol):
+    """A recorded target: ``act`` is enough (deterministic: one-hot); ``action_probabilities`` if it has one."""
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,8 @@ class PropensityLog:
         interest, satiation: ``(R, T)`` and ``budget`` ``(R,)``: the true state before the step, for
             checks only; ``None`` for envs whose info has no ``user_state``.
         metadata: env id, env config, policy name, seed, user count.
+        targets: recorded target policies' ``(R, N)`` probability of every candidate at every row, by
+            name (empty unless ``collect_propensity_log`` was given ``targets``).
     """
 
     user: np.ndarray
@@ -74,6 +93,7 @@ class PropensityLog:
     satiation: np.ndarray | None = None
     budget: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -85,11 +105,30 @@ class PropensityLog:
 
 def _columns(log: PropensityLog) -> dict[str, np.ndarray]:
     return {f.name: getattr(log, f.name) for f in fields(log)
-            if f.name != "metadata" and getattr(log, f.name) is not None}
+            if f.name not in ("metadata", "targets") and getattr(log, f.name) is not None}
+
+
+def _target_probabilities(name: str, target: TargetPolicy, obs: np.ndarray, info: dict[str, Any],
+                          n: int) -> np.ndarray:
+    """``(B, n)`` probabilities of a target: its own ``action_probabilities``, else one-hot of ``act``."""
+    probabilities = getattr(target, "action_probabilities", None)
+    if probabilities is not None:
+        out = np.asarray(probabilities(obs, info), np.float64)
+    else:
+        action = np.asarray(target.act(obs, info), np.int64).reshape(-1)
+        if ((action < 0) | (action >= n)).any():
+            raise ValueError(f"target {name!r} chose a candidate outside [0, {n})")
+        out = np.zeros((len(action), n))
+        out[np.arange(len(action)), action] = 1.0
+    if out.ndim != 2 or out.shape[1] != n or (out < 0).any() or not np.allclose(out.sum(axis=1), 1.0, atol=1e-9):
+        raise ValueError(f"target {name!r} must give a distribution over the {n} candidates of each user, "
+                         f"got shape {out.shape}")
+    return out
 
 
 def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, n_users: int, seed: int,
-                           policy_name: str | None = None, max_steps: int = 1_000_000) -> PropensityLog:
+                           policy_name: str | None = None, max_steps: int = 1_000_000,
+                           targets: Mapping[str, TargetPolicy] | None = None) -> PropensityLog:
     """Run ``policy`` on the vector ``env`` until ``n_users`` users have each finished one episode.
 
     Each row serves a fresh user after every autoreset, so ``n_users`` may exceed ``env.num_envs``.
@@ -97,9 +136,14 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
     the first ``n_users`` are dropped, so the log holds complete episodes only. Envs whose info has no
     ``candidates`` (the finite MDP) offer their ``Discrete`` actions as the candidates.
 
+    ``targets`` (name -> policy) are called after the behaviour on the same ``obs`` and ``info`` (plus
+    :data:`ACTIVE_KEY`, the rows the log keeps), every step, so policies that keep a history see every
+    step; their probabilities land in ``log.targets``. They never touch the env or the behaviour's
+    generator, so the log is the same with or without them.
+
     Raises:
-        ValueError: ``n_users`` or ``max_steps`` < 1, or probabilities that are not a distribution
-            over the candidates.
+        ValueError: ``n_users`` or ``max_steps`` < 1, probabilities (the behaviour's or a target's) that
+            are not a distribution over the candidates, or a target name that is empty.
         TypeError: an action space that is not ``Discrete`` (slates have no per-candidate propensity here).
         RuntimeError: the users did not finish within ``max_steps`` env steps.
     """
@@ -107,6 +151,9 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
         raise ValueError(f"n_users={n_users!r} is out of range: allowed integers >= 1")
     if max_steps < 1:
         raise ValueError(f"max_steps={max_steps!r} is out of range: allowed >= 1")
+    targets = dict(targets or {})
+    if any(not isinstance(name, str) or not name for name in targets):
+        raise ValueError(f"target names must be non-empty strings, got {sorted(map(repr, targets))}")
     space = getattr(env, "single_action_space", env.action_space)
     if not isinstance(space, gym.spaces.Discrete):
         raise TypeError(f"propensity logs record one action per step (a Discrete action space), not {space}")
@@ -134,6 +181,12 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
                 or not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-9):
             raise ValueError(f"action_probabilities must be a distribution over the {candidates.shape[1]} "
                              f"candidates of each user, got shape {probabilities.shape}")
+        recorded = {}
+        if targets:
+            counted = ~previous_done & (user < n_users)  # the rows this step keeps (NEXT_STEP autoreset)
+            seen = {**info, ACTIVE_KEY: counted}
+            recorded = {TARGET_PREFIX + name: _target_probabilities(name, target, obs, seen, candidates.shape[1])
+                        for name, target in targets.items()}
         rows = np.arange(b)
         obs, reward, terminated, truncated, info = env.step(action)
         reset = np.asarray(info["autoreset"], bool).reshape(b) if "autoreset" in info else previous_done
@@ -149,7 +202,7 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
                 "probabilities": probabilities, "click": np.asarray(info["click"], bool).reshape(b),
                 "engagement": engagement, "reward": np.asarray(reward, np.float64).reshape(b),
                 "terminated": np.asarray(terminated, bool).reshape(b),
-                "truncated": np.asarray(truncated, bool).reshape(b), **before}
+                "truncated": np.asarray(truncated, bool).reshape(b), **before, **recorded}
         parts.append({k: np.asarray(v)[keep] for k, v in part.items()})
         step[~reset] += 1
         done = (np.asarray(terminated, bool) | np.asarray(truncated, bool)) & ~reset
@@ -168,16 +221,27 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
                 "config": _jsonable(getattr(env.unwrapped, "config", None)),
                 "policy": policy_name or getattr(policy, "name", None), "seed": seed, "n_users": n_users,
                 "num_envs": b}
-    return PropensityLog(**{k: v[order] for k, v in columns.items()}, metadata=metadata)
+    if targets:
+        metadata["targets"] = list(targets)
+    recorded = {k.removeprefix(TARGET_PREFIX): columns.pop(k)[order] for k in list(columns)
+                if k.startswith(TARGET_PREFIX)}
+    return PropensityLog(**{k: v[order] for k, v in columns.items()}, metadata=metadata, targets=recorded)
 
 
 def write_propensity_log(path: str | Path, log: PropensityLog) -> Path:
-    """Write ``log`` to Parquet atomically (matrices as fixed-size lists, metadata as JSON)."""
+    """Write ``log`` to Parquet atomically (matrices as fixed-size lists, metadata as JSON).
+
+    Recorded targets become columns ``target.<name>``, which readers of older versions ignore.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    for name, values in log.targets.items():
+        if np.shape(values) != np.shape(log.probabilities):
+            raise ValueError(f"target {name!r} has shape {np.shape(values)}: expected {np.shape(log.probabilities)}")
     arrays = {}
-    for name, values in _columns(log).items():
+    columns = _columns(log) | {TARGET_PREFIX + name: np.asarray(v, np.float64) for name, v in log.targets.items()}
+    for name, values in columns.items():
         values = np.ascontiguousarray(values)
         arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1]) \
             if values.ndim == 2 else pa.array(values)
@@ -220,4 +284,12 @@ def read_propensity_log(path: str | Path) -> PropensityLog:
     if columns["probabilities"].shape != columns["candidates"].shape:
         raise ValueError(f"{path}: column probabilities has width {columns['probabilities'].shape[1]}, "
                          f"column candidates {columns['candidates'].shape[1]}")
-    return PropensityLog(**columns, metadata=json.loads(raw))
+    targets = {}
+    for name in table.column_names:
+        if name.startswith(TARGET_PREFIX):
+            values = column(name)
+            if values.shape != columns["probabilities"].shape:
+                raise ValueError(f"{path}: column {name} must have the shape of column probabilities "
+                                 f"{columns['probabilities'].shape}, got {values.shape}")
+            targets[name.removeprefix(TARGET_PREFIX)] = values
+    return PropensityLog(**columns, metadata=json.loads(raw), targets=targets)

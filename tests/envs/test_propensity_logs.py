@@ -193,3 +193,111 @@ def test_probabilities_that_are_not_a_distribution_are_refused():
     env = make_vec(num_envs=2)
     with pytest.raises(ValueError, match="distribution over the 10 candidates"):
         collect_propensity_log(env, Broken(agents.make("myopic", env), 0.1), 2, seed=0)
+
+
+class Spy:
+    """A target that records what it was shown and answers with a fixed candidate."""
+
+    def __init__(self, choice: int = 0):
+        self.active: list[np.ndarray] = []
+        self.choice = choice
+
+    def act(self, obs, info):
+        from recsim_env.logs.propensity import ACTIVE_KEY
+
+        self.active.append(np.array(info[ACTIVE_KEY], copy=True))
+        return np.full(len(obs), self.choice)
+
+
+def recorded_log(n_users: int = 30, seed: int = 4) -> tuple[PropensityLog, gym.vector.VectorEnv]:
+    env = make_vec(num_envs=7)
+    behaviour = EpsilonGreedy(agents.make("myopic", env), 0.3, seed=1)
+    targets = {"myopic": agents.make("myopic", env), "soft": Softmax(agents.make("myopic", env), 0.5, seed=9),
+               "random": agents.make("random", env, seed=3)}
+    return collect_propensity_log(env, behaviour, n_users, seed=seed, targets=targets), env
+
+
+def test_recorded_targets_are_aligned_with_the_rows_and_leave_the_log_unchanged():
+    """A deterministic target equal to the behaviour's greedy agent is recorded as the one-hot of the
+    behaviour's greedy choice on every row (the candidate with the 0.73 probability); a stochastic
+    target as its exact softmax of the logged state's expected rewards; and the log itself is the one
+    collected without targets, bit for bit (targets never touch the env or the behaviour's generator)."""
+    log, env = recorded_log()
+    assert sorted(log.targets) == ["myopic", "random", "soft"] and log.metadata["targets"] == ["myopic", "soft", "random"]
+    for values in log.targets.values():
+        assert values.shape == log.probabilities.shape
+        np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-12)
+    best = log.probabilities == log.probabilities.max(axis=1, keepdims=True)
+    single = best.sum(axis=1) == 1  # tied best scores share the greedy mass (a few rows)
+    assert single.mean() > 0.9 and np.isclose(log.probabilities[single].max(axis=1), 0.73).all()
+    np.testing.assert_array_equal(log.targets["myopic"][single], best[single].astype(np.float64))
+    assert best[log.targets["myopic"] == 1.0].all()  # on ties: one of the tied best
+    # Where the behaviour took its (single) greedy candidate, the recorded target agrees with the logged action.
+    took_greedy = log.propensity > 0.5
+    assert took_greedy.any() and (~took_greedy & single).any()
+    np.testing.assert_array_equal(log.targets["myopic"][np.arange(len(log)), log.position][single],
+                                  took_greedy[single])
+    sim = env.unwrapped.simulator
+    scores = sim.expected_reward(log.candidates, log.interest, log.satiation) / 0.5
+    soft = np.exp(scores - scores.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(log.targets["soft"], soft / soft.sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-9)
+    assert set(np.unique(log.targets["random"])) == {0.0, 1.0}  # an agent without probabilities: its one-hot act
+    plain = collect_propensity_log(make_vec(num_envs=7), EpsilonGreedy(agents.make("myopic", env), 0.3, seed=1), 30,
+                                   seed=4)
+    assert plain.targets == {} and "targets" not in plain.metadata
+    assert_same(dataclasses.replace(log, targets={}, metadata=plain.metadata), plain)
+
+
+def test_targets_see_which_rows_the_log_keeps():
+    """The active mask a target sees is set on exactly the rows that become log rows (not the autoreset
+    steps, not the users started beyond ``n_users``), so a costly target can skip the others."""
+    from agents.base import ACTIVE
+    from recsim_env.logs.propensity import ACTIVE_KEY
+
+    assert ACTIVE_KEY == ACTIVE
+    env = make_vec(num_envs=4)
+    spy = Spy(choice=2)
+    log = collect_propensity_log(env, EpsilonGreedy(agents.make("myopic", env), 0.3, seed=0), 9, seed=1,
+                                 targets={"spy": spy})
+    active = np.array(spy.active)
+    assert active.shape[1] == 4 and active.sum() == len(log) and not active.all()
+    np.testing.assert_array_equal(log.targets["spy"], np.eye(10)[np.full(len(log), 2)])
+
+
+def test_recorded_targets_round_trip_through_parquet_and_old_files_still_read(tmp_path):
+    import pyarrow.parquet as pq
+
+    log, _ = recorded_log(n_users=8)
+    path = write_propensity_log(tmp_path / "log.parquet", log)
+    back = read_propensity_log(path)
+    assert sorted(back.targets) == sorted(log.targets)
+    for name, values in log.targets.items():
+        np.testing.assert_array_equal(back.targets[name], values)
+    assert_same(dataclasses.replace(back, targets={}), dataclasses.replace(log, targets={}))
+    # A file without target columns (as written before targets existed) reads with no targets.
+    table = pq.read_table(path)
+    old = tmp_path / "old.parquet"
+    pq.write_table(table.drop_columns([c for c in table.column_names if c.startswith("target.")]), old)
+    assert read_propensity_log(old).targets == {}
+    with pytest.raises(ValueError, match=r"target 'myopic' has shape \(3, 10\)"):
+        write_propensity_log(tmp_path / "bad.parquet",
+                             dataclasses.replace(log, targets={"myopic": log.targets["myopic"][:3]}))
+
+
+def test_targets_that_do_not_give_a_distribution_are_refused_by_name():
+    env = make_vec(num_envs=2)
+    behaviour = EpsilonGreedy(agents.make("myopic", env), 0.1)
+    with pytest.raises(ValueError, match=r"target 'spy' chose a candidate outside \[0, 10\)"):
+        collect_propensity_log(env, behaviour, 2, seed=0, targets={"spy": Spy(choice=10)})
+
+    class Half:
+        def act(self, obs, info):
+            return np.zeros(len(obs), np.int64)
+
+        def action_probabilities(self, obs, info):
+            return np.full((len(obs), 10), 0.05)
+
+    with pytest.raises(ValueError, match="target 'half' must give a distribution over the 10 candidates"):
+        collect_propensity_log(env, behaviour, 2, seed=0, targets={"half": Half()})
+    with pytest.raises(ValueError, match="target names must be non-empty strings"):
+        collect_propensity_log(env, behaviour, 2, seed=0, targets={"": Spy()})
