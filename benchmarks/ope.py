@@ -613,6 +613,18 @@ def offline_sentences(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def estimator_table(results: Mapping[str, Any]) -> list[str]:
+    """One row per estimator: median relative error, mean Spearman, coverage, the bar, failed targets."""
+    lines = [("| estimator | median relative error over targets | mean Spearman over logs | interval coverage | "
+              "meets bar | failed targets |"), "|---|---|---|---|---|---|"]
+    for e, row in results["estimators"].items():
+        rho = "-" if row["spearman"] is None else f"{row['spearman']:+.2f}"
+        lines.append(f"| {label(e, results)} | {_pct(row['median_relative_error'])} | {rho} | {row['coverage']:.0%} | "
+                     f"{'yes' if meets_bar(row, results['bar']) else 'no'} | "
+                     f"{', '.join(row['failed_targets']) or '-'} |")
+    return lines
+
+
 def report(results: Mapping[str, Any]) -> str:
     """``results.md``: tables and sentences made from ``results`` (no fixed text about a result)."""
     cfg, est, tg = results["config"], results["estimators"], results["targets"]
@@ -643,14 +655,7 @@ def report(results: Mapping[str, Any]) -> str:
                    f"{results['max_weight']:g}: less variance for a bias, reported beside the unclipped estimators, "
                    "not in their place."), ""]
     lines += ["## Verdict", "", *verdicts(results), *offline_sentences(results), "",
-              "## Per estimator", "",
-              ("| estimator | median relative error over targets | mean Spearman over logs | interval coverage | "
-               "meets bar | failed targets |"), "|---|---|---|---|---|---|"]
-    for e, row in est.items():
-        rho = "-" if row["spearman"] is None else f"{row['spearman']:+.2f}"
-        lines.append(f"| {label(e, results)} | {_pct(row['median_relative_error'])} | {rho} | {row['coverage']:.0%} | "
-                     f"{'yes' if meets_bar(row, results['bar']) else 'no'} | "
-                     f"{', '.join(row['failed_targets']) or '-'} |")
+              "## Per estimator", "", *estimator_table(results)]
     lines += ["", "## Per target", "",
               f"| target | truth ({conf:.0%} CI) | ESS of the weights (of {tg[cfg['targets'][0]]['n_episodes']:,}) | "
               + " | ".join(label(e, results) for e in est) + " |", "|---|---|---|" + "---|" * len(est)]

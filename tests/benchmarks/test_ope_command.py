@@ -231,3 +231,14 @@ def test_an_existing_log_is_evaluated_with_probabilities_from_it(tiny, tmp_path)
     with pytest.raises(SystemExit, match="no such propensity log"):
         run(tmp_path / "d", "--log", str(tmp_path / "missing.parquet"))
     assert math.isfinite(results["estimators"]["pdis"]["median_relative_error"])
+
+
+def test_the_readme_block_carries_the_verdicts_and_the_table(tiny):
+    from benchmarks.readme import ope_block
+
+    out, results = tiny
+    block = ope_block(out)
+    assert all(sentence in block for sentence in ope.verdicts(results) + ope.offline_sentences(results))
+    assert "| estimator | median relative error over targets |" in block and "2 logs of 120 users" in block
+    with pytest.raises(ValueError, match="not a finished off-policy benchmark"):
+        ope_block(out / "missing")
