@@ -60,6 +60,22 @@ register("slateq", _lazy("agents.slateq", "SlateQAgent"))
 register("sb3_dqn", _lazy("agents.sb3", "SB3DQN"))
 register("sb3_ppo", _lazy("agents.sb3", "SB3PPO"))
 
+
+def _offline(kind: str) -> Callable[..., Recommender]:
+    """A factory that trains the offline learner ``kind`` on the ``log=`` it is given (it never steps ``env``)."""
+    def factory(env: gym.Env | gym.vector.VectorEnv, log: Any = None, **config: Any) -> Recommender:
+        if log is None:
+            raise TypeError(f"{kind} learns from a log alone: agents.make({kind!r}, env, log=propensity_log)")
+        from agents.offline import train
+
+        return train(env, log, kind=kind, progress=False, **config).agent
+
+    return factory
+
+
+for _kind in ("cql", "bcq", "bc"):
+    register(_kind, _offline(_kind))
+
 from agents.sequential import FACTORIES as _SEQUENTIAL  # noqa: E402  (torch is imported only when one is made)
 
 for _name, _factory in _SEQUENTIAL.items():

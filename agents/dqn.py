@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.base import Recommender
-from agents.q_networks import PairNetwork, observation_layout, soft_update
+from agents.q_networks import ENCODERS, PairNetwork, observation_layout, soft_update
 from recsim_env.config import Validated, bounded
 from recsim_env.io import atomic_write
 from recsim_env.logs.steps import LoggedSteps
@@ -80,8 +80,8 @@ class DQNConfig(Validated):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.encoder not in ("mlp", "gru"):
-            raise ValueError(f"DQNConfig.encoder={self.encoder!r}: allowed 'mlp', 'gru'")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"DQNConfig.encoder={self.encoder!r}: allowed {', '.join(map(repr, ENCODERS))}")
         if self.epsilon_end > self.epsilon_start:
             raise ValueError(f"DQNConfig.epsilon_end={self.epsilon_end} is out of range: allowed "
                              f"[0.0, epsilon_start={self.epsilon_start}]")

@@ -374,7 +374,7 @@ def test_clear_errors_for_inputs_the_agents_do_not_support():
     with pytest.raises(ValueError, match="NEXT_STEP"):
         run(DQNAgent(same_step, **TINY), same_step)
     with pytest.raises(ValueError, match="DQNConfig.encoder"):
-        DQNConfig(encoder="transformer")
+        DQNConfig(encoder="cnn")
     with pytest.raises(ValueError, match=r"DQNConfig.discount=1.5 is out of range"):
         DQNConfig(discount=1.5)
 
