@@ -123,7 +123,9 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-OBJECTIVES = ("ce", "bce")
+OBJECTIVES = ("ce", "bce", "ss")
+#: Negatives per batch of the sampled softmax (``ss``) unless the caller asks for another number.
+SAMPLED_NEGATIVES = 512
 
 
 def other_items(targets: torch.Tensor, n_items: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -134,9 +136,31 @@ def other_items(targets: torch.Tensor, n_items: int, generator: torch.Generator 
     return draws + (draws >= targets)
 
 
+def shared_negatives(n_items: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``count`` items drawn uniformly (with replacement) from ``1..n_items``: the negatives that every
+    target of one batch shares in the sampled softmax, so their logits are one matrix product."""
+    if count < 1:
+        raise ValueError(f"negatives={count}: allowed >= 1")
+    return torch.randint(1, n_items + 1, (count,), generator=generator)
+
+
+def sampled_softmax_loss(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                         negatives: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each target against itself and the shared ``negatives`` ``(K,)``.
+
+    A negative that is the target itself (an accidental hit) is masked out of that target's softmax.
+    The negatives are uniform, so the log-Q correction of sampled softmax is the same constant for
+    every item and cancels.
+    """
+    positive = (states * table[targets]).sum(1, keepdim=True) + bias[targets, None]
+    others = torch.addmm(bias[negatives], states, table[negatives].T)
+    others = others.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    return -torch.log_softmax(torch.cat([positive, others], dim=1), dim=1)[:, 0].mean()
+
+
 def next_item_loss(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
                    targets: torch.Tensor, objective: str = "ce",
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, negatives: int = SAMPLED_NEGATIVES) -> torch.Tensor:
     """Next-item loss of the targets (items ``1..n``).
 
     ``ce``: full-softmax cross-entropy over every real item. The padding item is left out of the
@@ -148,10 +172,17 @@ def next_item_loss(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor
     seeds, see :func:`seeded`), the objective of SASRec and of
     the S3-Rec code behind the published Beauty and LastFM tables. It trains for sampled metrics and
     ranks the whole catalogue worse than ``ce``.
+
+    ``ss``: sampled softmax, the target against ``negatives`` uniform items shared by the batch
+    (:func:`sampled_softmax_loss`). It approximates ``ce`` at a fraction of its cost on a large
+    catalogue (``K`` logits per target instead of ``n_items``), so more epochs fit in a time budget.
     """
     if objective == "ce":
         logits = torch.addmm(bias[1:], states, table[1:].T)
         return nn.functional.cross_entropy(logits, targets - 1)
+    if objective == "ss":
+        return sampled_softmax_loss(states, table, bias, targets,
+                                    shared_negatives(table.shape[0] - 1, negatives, generator))
     if objective != "bce":
         raise ValueError(f"objective={objective!r}: allowed {', '.join(OBJECTIVES)}")
     pairs = torch.stack([targets, other_items(targets, table.shape[0] - 1, generator)], dim=1)

@@ -4,7 +4,7 @@ Items are embedded (scaled by the square root of the size), a learned embedding 
 is added, and pre-norm causal self-attention blocks read the history; the output at each position
 is the prediction of the next item, scored by a dot product with the same item embeddings plus a
 per-item bias. Training uses full-softmax cross-entropy by default (``TrainConfig.loss="bce"`` gives
-SASRec's own one-negative objective). Histories arrive right-padded, so the causal mask alone keeps
+SASRec's own one-negative objective, ``"ss"`` a sampled softmax over ``TrainConfig.negatives`` items). Histories arrive right-padded, so the causal mask alone keeps
 every real position from seeing padding; the key-padding mask is passed as well so that padding is
 never attended to whatever the layout, and the user vector is the output at the last real position.
 """
@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from agents.sequential.base import Batch, NextItemModel, dot_scores, item_embedding, next_item_loss
+from agents.sequential.base import (
+    SAMPLED_NEGATIVES,
+    Batch,
+    NextItemModel,
+    dot_scores,
+    item_embedding,
+    next_item_loss,
+)
 from recsim_env.config import Validated, bounded
 
 
@@ -83,12 +90,14 @@ class TransformerRecommender(NextItemModel):
             x = block(x, src_mask=causal, src_key_padding_mask=padding)
         return self.norm(x)
 
-    def loss(self, batch: Batch, objective: str = "ce") -> torch.Tensor:
+    def loss(self, batch: Batch, objective: str = "ce", negatives: int = SAMPLED_NEGATIVES) -> torch.Tensor:
+        """Mean next-item loss; ``negatives`` is the sampled softmax's count (``objective="ss"``)."""
         assert batch.targets is not None, "a training batch needs targets"
         items, lengths, targets = self._window(batch)
         states = self.states(items, lengths)
         mask = targets > 0
-        return next_item_loss(states[mask], self.embedding.weight, self.bias, targets[mask], objective)
+        return next_item_loss(states[mask], self.embedding.weight, self.bias, targets[mask], objective,
+                              negatives=negatives)
 
     def represent(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         items, lengths, _ = self._window(batch)

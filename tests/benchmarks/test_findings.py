@@ -189,3 +189,33 @@ def test_clicks_block_carries_the_study_sentences(tmp_path):
     assert "#### Simulated users" in block and "| lstm | 0.700 [0.680, 0.720]" in block
     assert "At threshold 0.5, lstm is no more accurate than that" in block
     assert "the LSTM click model beats logistic regression" in block
+
+
+def test_findings_block_lists_the_command_s_sentences(tmp_path):
+    import json
+
+    from benchmarks.readme import findings_block
+
+    (tmp_path / "results.json").write_text(json.dumps({"findings": ["One is 2.0.", "Two is 3.0."]}))
+    block = findings_block(tmp_path, "python -m benchmarks.finetune")
+    assert "- One is 2.0.\n- Two is 3.0.\n" in block and "from `python -m benchmarks.finetune`" in block
+    with pytest.raises(ValueError, match="not a finished run of python -m benchmarks.feedback_loop"):
+        findings_block(tmp_path / "missing", "python -m benchmarks.feedback_loop")
+
+
+def test_seqrec_block_is_the_run_s_report_without_title_or_plot(tmp_path):
+    import json
+
+    from benchmarks.readme import seqrec_block
+
+    metrics = {"HR@1": 0.1, "HR@5": 0.2, "HR@10": 0.3, "HR@20": 0.4, "NDCG@5": 0.1, "NDCG@10": 0.2, "NDCG@20": 0.3,
+               "MRR": 0.1}
+    results = {"transformer": {"full": metrics, "sampled99": metrics}}
+    record = {"config": {"simulate": None, "data": "x/Beauty.txt", "seed": 0, "max_len": 50}, "n_users": 3,
+              "n_items": 4, "n_interactions": 5, "test_cases": 3, "models": {}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    block = seqrec_block(tmp_path)
+    assert "| transformer | full |" in block and "0.3000" in block and "# Next-item" not in block and "![" not in block
+    with pytest.raises(ValueError, match="not a finished next-item run"):
+        seqrec_block(tmp_path / "missing")

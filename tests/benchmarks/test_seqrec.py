@@ -64,6 +64,45 @@ def test_cli_trains_identically_whatever_the_test_items(tmp_path):
         assert results[model]["full"] != changed_results[model]["full"]
 
 
+def _as_csv(lines_file: Path, out: Path) -> Path:
+    """The ``user item item ...`` file as a ``user,item,time`` CSV (another supported format)."""
+    rows = ["user,item,time"]
+    for line in lines_file.read_text().splitlines():
+        user, *items = line.split()
+        rows += [f"{user},{item},{t}" for t, item in enumerate(items)]
+    out.write_text("\n".join(rows) + "\n")
+    return out
+
+
+def test_cli_curve_of_the_sampled_softmax_transformer_in_two_formats(tmp_path):
+    """The budgeted transformer command: a snapshot at 0.6 ms of training (past once the first batch,
+    here the whole epoch, ends) is ranked on the test cases, a minute never reached is not, and the
+    model chosen on validation closes the curve; the same file as CSV gives the same numbers."""
+    outputs = []
+    for data in (DATA / "toy_sequences.txt", _as_csv(DATA / "toy_sequences.txt", tmp_path / "toy.csv")):
+        out = tmp_path / data.suffix.lstrip(".")
+        argv = ["--data", str(data), "--out", str(out), "--models", "popularity,transformer", "--loss", "ss",
+                "--ss-negatives", "16", "--epochs", "3", "--schedule", "cosine", "--warmup", "0.1", "--dropout", "0.3",
+                "--curve-minutes", "0.00001,1000", "--threads", "1",
+                "--time-budget", "0"]  # no budget: the schedule follows the steps, not the clock
+        assert seqrec.main(argv) == 0
+        results = json.loads((out / "results.json").read_text())
+        curve = results["transformer"].pop("curve")
+        check_structure(results, ["popularity", "transformer"])
+        assert (curve[0]["minutes"], curve[0]["epoch"], curve[0]["selected"]) == (0.00001, 1.0, False)
+        assert len(curve) == 2 and curve[1]["selected"] and curve[1]["epoch"] in (1.0, 2.0, 3.0)
+        assert curve[1]["HR@10"] == results["transformer"]["full"]["HR@10"]
+        run = json.loads((out / "run.json").read_text())["models"]["transformer"]
+        assert run["train"]["negatives"] == 16 and run["train"]["loss"] == "ss" and run["config"]["dropout"] == 0.3
+        assert run["train"]["snapshot_seconds"] == pytest.approx([0.0006, 60000.0]) and run["total_cpu_seconds"] > 0
+        report = (out / "results.md").read_text()
+        assert f"| transformer | 0.00 | 1.0 | {curve[0]['HR@10']:.4f} | {curve[0]['NDCG@10']:.4f} |" in report
+        assert "(chosen on validation)" in report and '"negatives": 16' in report
+        assert (out / "curve.png").stat().st_size > 1000 and (out / "curve.svg").stat().st_size > 1000
+        outputs.append((results, curve[0], {k: v for k, v in curve[1].items() if k != "minutes"}))
+    assert outputs[0] == outputs[1]  # the chosen epoch's minutes are wall-clock, the rest is repeatable
+
+
 def test_cli_on_a_simulated_log(tmp_path):
     argv = ["--simulate", "random", "--users", "150", "--out", str(tmp_path), "--models", "popularity,gcn",
             "--epochs", "1", "--threads", "1"]
@@ -79,6 +118,11 @@ def test_cli_on_a_simulated_log(tmp_path):
     (["--data", "x.txt", "--loss", "bpr"], "--loss"),
     (["--models", "lstm"], "one of the arguments --data --simulate is required"),
     (["--simulate", "random", "--holdout", "1.5"], "--holdout"),
+    (["--data", "x.txt", "--models", "lstm,transformer", "--loss", "ss"], "--loss ss: only for transformer"),
+    (["--data", "x.txt", "--curve-minutes", "5,2"], "--curve-minutes"),
+    (["--data", "x.txt", "--curve-minutes", "two"], "--curve-minutes"),
+    (["--data", "x.txt", "--ss-negatives", "0"], "--ss-negatives"),
+    (["--data", "x.txt", "--dropout", "1"], "--dropout"),
 ])
 def test_cli_refuses_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit):
