@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from benchmarks import findings
 from benchmarks.report import results_table
@@ -190,25 +191,36 @@ def replace_block(text: str, block: str, start: str = START, end: str = END) -> 
     return f"{head}{start}\n{block}{end}{tail}"
 
 
+#: Where each optional section's run is read from by default.
+OPTIONAL_DEFAULTS = {"slates": "results/slates", "seqrec": "results/seqrec_beauty", "ope": "results/ope",
+                     "clicks": "results/clicks", "obd": "results/obd", "references": "results/references",
+                     "tabular": "results/tabular",
+                     **{option.lstrip("-"): default for _, option, default, _ in FINDINGS_SECTIONS}}
+
+
+def _optional_sections() -> list[tuple[str, str, Any, str, str, str]]:
+    """The sections rewritten when their run exists: (option, file that marks a finished run, block
+    builder, start marker, end marker, what the summary line calls it)."""
+    sections = [("slates", "run.json", lambda folder: results_block(*load_run(folder)), SLATES_START, SLATES_END,
+                 "slate results"),
+                ("seqrec", "run.json", seqrec_block, SEQREC_START, SEQREC_END, "next-item results")]
+    sections += [(option.lstrip("-"), "results.json", lambda folder, c=command: findings_block(folder, c),
+                  f"<!-- {name}:start -->", f"<!-- {name}:end -->", f"{name} results")
+                 for name, option, _, command in FINDINGS_SECTIONS]
+    sections += [("ope", "results.json", ope_block, OPE_START, OPE_END, "off-policy results"),
+                 ("clicks", "results.json", clicks_block, CLICKS_START, CLICKS_END, "click-prediction results"),
+                 ("obd", "results.json", obd_block, OBD_START, OBD_END, "Open Bandit results"),
+                 ("references", "results.json", references_block, REFERENCES_START, REFERENCES_END, "references"),
+                 ("tabular", "results.json", tabular_block, TABULAR_START, TABULAR_END, "tabular results")]
+    return sections
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.readme", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results/quick", help="a run folder of benchmarks.run")
-    parser.add_argument("--slates", default="results/slates",
-                        help="a slates-suite folder of benchmarks.run (its section is kept as it is when missing)")
-    parser.add_argument("--seqrec", default="results/seqrec_beauty",
-                        help="a folder of benchmarks.seqrec (its section is kept as it is when missing)")
-    for _, option, default, command in FINDINGS_SECTIONS:
-        parser.add_argument(option, default=default, help=f"a folder of {command} (kept as it is when missing)")
-    parser.add_argument("--ope", default="results/ope",
-                        help="a folder of benchmarks.ope (its section is kept as it is when missing)")
-    parser.add_argument("--clicks", default="results/clicks",
-                        help="a folder of benchmarks.clicks (its section is kept as it is when missing)")
-    parser.add_argument("--obd", default="results/obd",
-                        help="a folder of benchmarks.obd (its section is kept as it is when missing)")
-    parser.add_argument("--references", default="results/references",
-                        help="a folder of benchmarks.references (its section is kept as it is when missing)")
-    parser.add_argument("--tabular", default="results/tabular",
-                        help="a folder of benchmarks.tabular (its section is kept as it is when missing)")
+    for attr, *_ in _optional_sections():
+        parser.add_argument(f"--{attr}", default=OPTIONAL_DEFAULTS[attr],
+                            help="a finished run's folder for its section (kept as it is when missing)")
     parser.add_argument("--readme", default="README.md")
     args = parser.parse_args(argv)
     try:
@@ -216,33 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         readme = Path(args.readme)
         text = replace_block(readme.read_text(encoding="utf-8"), results_block(suite, results, record))
         done = [f"results from {args.results} ({len(results)} runs)"]
-        if (Path(args.slates) / "run.json").exists():
-            slates = load_run(args.slates)
-            text = replace_block(text, results_block(*slates), SLATES_START, SLATES_END)
-            done.append(f"slate results from {args.slates} ({len(slates[1])} runs)")
-        if (Path(args.seqrec) / "run.json").exists():
-            text = replace_block(text, seqrec_block(args.seqrec), SEQREC_START, SEQREC_END)
-            done.append(f"next-item results from {args.seqrec}")
-        for name, option, _, command in FINDINGS_SECTIONS:
-            folder = getattr(args, option.lstrip("-"))
-            if (Path(folder) / "results.json").exists():
-                text = replace_block(text, findings_block(folder, command), f"<!-- {name}:start -->", f"<!-- {name}:end -->")
-                done.append(f"{name} results from {folder}")
-        if (Path(args.ope) / "results.json").exists():
-            text = replace_block(text, ope_block(args.ope), OPE_START, OPE_END)
-            done.append(f"off-policy results from {args.ope}")
-        if (Path(args.clicks) / "results.json").exists():
-            text = replace_block(text, clicks_block(args.clicks), CLICKS_START, CLICKS_END)
-            done.append(f"click-prediction results from {args.clicks}")
-        if (Path(args.obd) / "results.json").exists():
-            text = replace_block(text, obd_block(args.obd), OBD_START, OBD_END)
-            done.append(f"Open Bandit results from {args.obd}")
-        if (Path(args.references) / "results.json").exists():
-            text = replace_block(text, references_block(args.references), REFERENCES_START, REFERENCES_END)
-            done.append(f"references from {args.references}")
-        if (Path(args.tabular) / "results.json").exists():
-            text = replace_block(text, tabular_block(args.tabular), TABULAR_START, TABULAR_END)
-            done.append(f"tabular results from {args.tabular}")
+        for attr, marker, build, begin, finish, label in _optional_sections():
+            folder = getattr(args, attr)
+            if (Path(folder) / marker).exists():
+                text = replace_block(text, build(folder), begin, finish)
+                done.append(f"{label} from {folder}")
     except (OSError, ValueError) as err:
         parser.error(str(err))
     atomic_write_text(readme, text)
