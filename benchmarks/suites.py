@@ -22,8 +22,8 @@ PRESET_ENVS = {
 #: Every agent the suite knows, in the order tables and plots show them.
 AGENTS = ("random", "popularity", "myopic", "heuristic", "planner", "qlearning", "dqn", "dqn_myopic", "sb3_dqn",
           "lstm", "gcn", "slateq", "sb3_ppo")
-#: The agents of the one-item presets' suites (the quick suite's eleven).
-ONE_ITEM_AGENTS = AGENTS[:11]
+#: The agents of the one-item presets' suites: all but the two that came with slates.
+ONE_ITEM_AGENTS = tuple(a for a in AGENTS if a not in ("slateq", "sb3_ppo"))
 #: Agents that show a slate; the others choose one candidate, so they run on the one-item presets only
 #: (SlateQ only on slates: on one item it is a DQN with a click model).
 SLATE_AGENTS = ("random", "popularity", "myopic", "heuristic", "slateq", "sb3_ppo")
