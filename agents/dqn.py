@@ -131,6 +131,11 @@ class PairQAgent(Recommender):
         return tuple(self.action_space.shape or ())
 
     # -- shared -------------------------------------------------------------------------------------
+    @property
+    def target_update_tau(self) -> float:
+        """How far each scheduled target update moves the target network (1 copies)."""
+        return self.config.tau
+
     def _step(self, loss: torch.Tensor) -> None:
         """Backward, clip, step, and update the target networks on schedule."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -139,7 +144,7 @@ class PairQAgent(Recommender):
         self.optimizer.step()
         self.gradient_steps += 1
         if self.gradient_steps % self.config.target_update_interval == 0:
-            soft_update(self.target, self.online, self.config.tau)
+            soft_update(self.target, self.online, self.target_update_tau)
 
     def logged_tensors(self, steps: LoggedSteps) -> tuple[torch.Tensor, torch.Tensor]:
         """The logged observations ``(S, D)`` and catalogue rows ``(n_items, item_dim)`` as tensors.

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from agents.dqn import DQNAgent
-from agents.q_networks import ENCODERS, PairNetwork, soft_update
+from agents.q_networks import ENCODERS, PairNetwork
 from recsim_env.config import Validated, bounded
 from recsim_env.io import progress_enabled
 from recsim_env.logs.propensity import PropensityLog
@@ -223,15 +223,10 @@ class OfflineAgent(DQNAgent):
             return self._rank_supported_first(q, supported).numpy()
 
     # -- learning -----------------------------------------------------------------------------------
-    def _step(self, loss: torch.Tensor) -> None:
-        """Backward, clip, step; copy the target network every ``target_update_interval`` updates."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
-        self.gradient_steps += 1
-        if self.gradient_steps % self.config.target_update_interval == 0:
-            soft_update(self.target, self.online, 1.0)
+    @property
+    def target_update_tau(self) -> float:
+        """The target network is copied every ``target_update_interval`` updates (``config.tau`` is BCQ's)."""
+        return 1.0
 
     def td_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """DQN's target; for BCQ the next step's argmax runs over its supported candidates only."""

@@ -36,7 +36,6 @@ Writes ``OUT/results.md``, ``OUT/results.json`` and ``OUT/clicks.png`` (+ ``.svg
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from recsim_env.io import atomic_write_text
+from benchmarks.results import write_results
 
 MODEL_NAMES = ("lstm", "transformer", "logistic")
 STUDIES = ("simulated", "beauty", "obd")
@@ -480,9 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(cfg.out)
     plot(results, out)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     text = report(results, cfg)
-    atomic_write_text(out / "results.md", text)
+    write_results(out, results, text)
     print(text)
     print(f"wrote {out / 'results.md'}, results.json and clicks.png")
     return 0

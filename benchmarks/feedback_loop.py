@@ -36,6 +36,7 @@ import recsim_env  # noqa: F401  (registers the env ids)
 from agents.base import Recommender
 from agents.evaluation import evaluate
 from agents.log_accuracy import log_accuracy
+from benchmarks.results import write_results
 from benchmarks.stats import Interval, bootstrap_interval
 from recsim_env.config import Validated, bounded
 from recsim_env.diversity import coverage, exposure_counts, gini, interest_summary
@@ -282,8 +283,7 @@ def run(cfg: LoopConfig, progress: bool | None = None) -> dict[str, Any]:
         cells = {learner: [run_learner(cfg, learner, seed, work, bar) for seed in cfg.seeds] for learner in cfg.learners}
     summary = summarise(cells)
     result = {"config": asdict(cfg), "summary": summary, "findings": findings(summary, cfg)}
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2))
-    atomic_write_text(out / "results.md", report(summary, cfg))
+    write_results(out, result, report(summary, cfg))
     plot_rounds(summary, out)
     return result
 

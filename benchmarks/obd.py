@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +37,8 @@ import numpy as np
 
 from agents.bandit_policies import BernoulliTS, BernoulliTSConfig, read_prior
 from agents.ope import EstimatorConfig, estimate_all
+from benchmarks.results import write_results
 from recsim_env.config import Validated, bounded
-from recsim_env.io import atomic_write_text
 from recsim_env.logs.obd import ObdLog, per_impression, read_obd, to_propensity_log
 
 #: Reported name -> ``agents.ope`` estimator.
@@ -236,9 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     results = run(cfg)
     out = Path(cfg.out)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     text = report(results)
-    atomic_write_text(out / "results.md", text)
+    write_results(out, results, text)
     print(text)
     print(f"wrote {out / 'results.md'} and results.json")
     return 0

@@ -45,6 +45,7 @@ import recsim_env  # noqa: F401  (registers the env ids)
 from agents.base import ACTIVE, Recommender
 from agents.behaviour import EpsilonGreedy
 from agents.ope import EstimatorConfig, _Episodes, estimate_all
+from benchmarks.results import write_results
 from benchmarks.stats import bootstrap_interval
 from recsim_env.config import PRESETS, Validated, bounded
 from recsim_env.io import atomic_write_text, progress_enabled
@@ -823,9 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"]["this_invocation"] = time.perf_counter() - start
     out = Path(cfg.out)
     plot(results, out)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     text = report(results)
-    atomic_write_text(out / "results.md", text)
+    write_results(out, results, text)
     print(text)
     print(f"wrote {out / 'results.md'}, results.json and plots")
     return 0

@@ -141,3 +141,10 @@ def run_record(config: dict[str, Any], seconds: float, failed: list[str]) -> dic
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "processor": platform.machine(), "cpus": os.cpu_count()},
             "wall_seconds": seconds, "failed_runs": failed}
+
+
+def write_results(out: str | Path, results: Any, markdown: str) -> None:
+    """A command's ``results.json`` and ``results.md`` in ``out``, each written atomically."""
+    out = Path(out)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "results.md", markdown)
