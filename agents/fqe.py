@@ -175,20 +175,20 @@ def _fit_network(log: PropensityLog, t: _Transitions, config: FQEConfig, layout:
     reward = torch.as_tensor(t.reward * scale, dtype=torch.float32)
     gain = torch.as_tensor(t.gain, dtype=torch.float32)
     pi_next = torch.as_tensor(t.pi[t.next], dtype=torch.float32)
-    next_obs = obs[torch.as_tensor(t.next)]
+    next_row = torch.as_tensor(t.next)
     position = torch.as_tensor(t.position)
     n, history = len(t.rows), []
     bar = tqdm(total=config.iterations * config.steps_per_iteration, desc="fqe", unit="step", leave=False,
                disable=not progress_enabled(config.progress))
     for _ in range(config.iterations):
         frozen.load_state_dict(net.state_dict())
-        with torch.no_grad():  # the regression targets of this iteration, for every row at once
-            y = reward + gain * (pi_next * frozen(next_obs)[0][..., 0]).sum(dim=1)
         squared = 0.0
         for _ in range(config.steps_per_iteration):
             batch = torch.randint(n, (min(config.batch_size, n),), generator=generator)
+            with torch.no_grad():  # targets of the frozen copy, for the batch only: the cost is per step, not per row
+                y = reward[batch] + gain[batch] * (pi_next[batch] * frozen(obs[next_row[batch]])[0][..., 0]).sum(dim=1)
             q = net(obs[batch])[0][..., 0].gather(1, position[batch, None])[:, 0]
-            loss = torch.nn.functional.mse_loss(q, y[batch])
+            loss = torch.nn.functional.mse_loss(q, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)

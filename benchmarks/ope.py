@@ -66,6 +66,8 @@ BAR_SPEARMAN, BAR_RELATIVE_ERROR = 0.9, 0.15
 #: A median relative error at or above this is a failure, named as such in the report: an estimate off
 #: by half its target's value says nothing about it (IS whose weights vanish sits at about 100%).
 FAILURE = 0.5
+#: A target earning at least this share of its true value beyond the longest logged episode is named.
+SUPPORT_SHARE = 0.05
 #: Steps kept of the truncated-horizon curves.
 HORIZON_STEPS = 100
 #: Estimators that also run with clipped weights when ``max_weight`` is set, reported as ``<name>_clip``.
@@ -592,6 +594,31 @@ def verdicts(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def support_sentences(results: Mapping[str, Any]) -> list[str]:
+    """How much of each target's true value lies beyond the longest logged episode, where no estimator sees.
+
+    The truth's cumulative value by horizon is known up to :data:`HORIZON_STEPS`; a log whose longest
+    episode is shorter than a target's typical one holds no step of that target's later rewards.
+    """
+    longest = max(m["max_length"] for m in results["logs"])
+    if longest >= HORIZON_STEPS:
+        return []
+    beyond = {}
+    for t, row in results["targets"].items():
+        truth = row["truth"]
+        value = truth["value"]
+        if value > 0 and "truncated" in truth:
+            beyond[t] = (1.0 - truth["truncated"][longest - 1] / value, truth["user_steps"] / truth["n_users"])
+    unseen = {t: v for t, v in beyond.items() if v[0] >= SUPPORT_SHARE}
+    if not unseen:
+        return [f"Every target earns less than {SUPPORT_SHARE:.0%} of its true value after step {longest}, the "
+                "longest logged episode."]
+    return [f"The longest logged episode has {longest} steps; " + "; ".join(
+        f"{t}'s users stay {length:.1f} steps on average and it earns {share:.0%} of its true value after step {longest}"
+        for t, (share, length) in unseen.items())
+        + ". No logged step shows those rewards: an estimator can only extrapolate to them."]
+
+
 def offline_sentences(results: Mapping[str, Any]) -> list[str]:
     """CQL from the first log against the behaviour policy, and on the normalized scale beside online DQN."""
     off = results.get("offline")
@@ -655,7 +682,7 @@ def report(results: Mapping[str, Any]) -> str:
         lines += [(f"Rows \"clipped at {results['max_weight']:g}\" cap every cumulative importance weight at "
                    f"{results['max_weight']:g}: less variance for a bias, reported beside the unclipped estimators, "
                    "not in their place."), ""]
-    lines += ["## Verdict", "", *verdicts(results), *offline_sentences(results), "",
+    lines += ["## Verdict", "", *verdicts(results), *support_sentences(results), *offline_sentences(results), "",
               "## Per estimator", "", *estimator_table(results)]
     lines += ["", "## Per target", "",
               f"| target | truth ({conf:.0%} CI) | ESS of the weights (of {tg[cfg['targets'][0]]['n_episodes']:,}) | "

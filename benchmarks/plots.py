@@ -61,7 +61,8 @@ def plot_user_drift(traces: dict[str, UserTrace], path: str | Path, title: str =
 AGENT_COLORS = {
     "random": "#9e9e9e", "popularity": "#8c564b", "myopic": "#ff7f0e", "heuristic": "#2ca02c", "planner": "#000000",
     "qlearning": "#bcbd22", "dqn": "#1f77b4", "dqn_myopic": "#d62728", "sb3_dqn": "#9467bd", "lstm": "#e377c2",
-    "gcn": "#17becf",
+    "gcn": "#17becf", "transformer": "#7b4173", "dqn_gru": "#6baed6", "dqn_transformer": "#08306b",
+    "cql": "#637939", "bcq": "#8c6d31", "bc": "#843c39", "slateq": "#e7969c", "sb3_ppo": "#6b6ecf",
 }
 
 

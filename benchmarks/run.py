@@ -1,6 +1,6 @@
 """The benchmark suite: every agent on the same held-out simulated users, over seeds, with plots.
 
-    python -m benchmarks.run [--suite quick|slates|full|tiny|tiny_slates] [--out DIR] [--engine local|ray] [--jobs N]
+    python -m benchmarks.run [--suite quick|slates|offline|encoders|full|tiny|tiny_slates] [--out DIR] [--engine local|ray] [--jobs N]
                              [--address RAY_ADDRESS] [--agents a,b] [--presets p,q] [--seeds 0,1,2]
                              [--env ID [--set FIELD=VALUE ...] [--env-config FILE.json]] [--plugin MODULE]
 
@@ -38,7 +38,7 @@ from benchmarks.suites import SUITES, EnvChoice, RunSpec, Suite
 from recsim_env.io import atomic_write_text, progress_enabled
 
 #: Rough relative cost of one run, so the longest start first and the pool stays busy.
-COST = {"dqn": 10, "sb3_dqn": 9, "dqn_myopic": 8, "planner": 7, "gcn": 6, "lstm": 4, "qlearning": 2, "popularity": 1}
+COST = {"dqn_transformer": 12, "dqn_gru": 11, "dqn": 10, "sb3_dqn": 9, "dqn_myopic": 8, "planner": 7, "gcn": 6, "lstm": 4, "qlearning": 2, "popularity": 1, "bcq": 5, "cql": 3, "bc": 3}
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ the same numbers. It returns plain JSON-ready data; the caller stores it.
 
 Training users and held-out users never share a seed: the DQN and SB3 derive their env seeds
 from the run seed, Q-learning resets with a stream derived from the run seed, the training log is
-simulated from ``10_000 + seed``, every agent of a seed is evaluated on the users of
-``1_000_000 + seed``, and scored for accuracy on the logged steps of the users of ``2_000_000 + seed``.
+simulated from ``10_000 + seed``, the offline agents' propensity log from ``3_000_000 + seed``, every
+agent of a seed is evaluated on the users of ``1_000_000 + seed``, and scored for accuracy on the
+logged steps of the users of ``2_000_000 + seed``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from agents.base import Recommender
 from agents.evaluation import evaluate
 from agents.log_accuracy import click_prediction, log_accuracy
 from benchmarks.suites import RunSpec
+from recsim_env.logs.propensity import PropensityLog, collect_propensity_log
 from recsim_env.logs.steps import LoggedSteps, collect_steps
 
 #: Learning-curve points kept per run (training episodes are binned on a log scale).
@@ -122,6 +125,64 @@ def _sequential(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None)
     return SequentialPolicy(env, trained, click_head=head), {"train_steps": len(log)}
 
 
+def propensity_log(spec: RunSpec) -> PropensityLog:
+    """The offline agents' training log: whole episodes of other users, at most ``budget.train_steps`` steps.
+
+    The behaviour is ``budget.log_policy`` made epsilon-greedy with ``budget.log_epsilon`` (exact
+    propensities), on the users of ``spec.offline_log_seed``. Like the next-item models' log it holds
+    the first users, in the order they started, whose episodes add up to at most the budget: the
+    episode that would cross it is dropped whole, with every later one. A log of more users has the
+    log of fewer as its prefix (same env rows, same draws), so a pilot of ``n / 200`` users gives the
+    mean episode length and the log is then collected for 10% more users than that predicts (again
+    if it still falls short; the env is reset each time, the behaviour rebuilt with its seed): about
+    1.1 logs' worth of memory at the peak, not the several of a blind overestimate.
+
+    Raises:
+        ValueError: the budget is shorter than the first user's episode (the log would be empty).
+    """
+    from agents.behaviour import EpsilonGreedy
+
+    budget = spec.budget
+    n_steps = budget.train_steps
+    env = _vector_env(spec, min(n_steps, 1000))
+    # the epsilon draws and (for random) the reference's own: two streams of the log's seed, apart from its users'
+    policy_seed, reference_seed = (int(s) for s in np.random.SeedSequence([spec.offline_log_seed, 1]).generate_state(2))
+    users = max(1, min(n_steps, n_steps // 200))
+    while True:
+        reference = agents.make(budget.log_policy, env, **({"seed": reference_seed} if budget.log_policy == "random"
+                                                            else {}))
+        behaviour = EpsilonGreedy(reference, budget.log_epsilon, seed=policy_seed)
+        log = collect_propensity_log(env, behaviour, users, seed=spec.offline_log_seed,
+                                     policy_name=f"epsilon_greedy({budget.log_policy}, {budget.log_epsilon})")
+        total = np.cumsum(np.bincount(log.user, minlength=users))
+        if total[-1] > n_steps or users == n_steps:
+            break
+        users = min(n_steps, int(1.1 * users * n_steps / max(int(total[-1]), 1)) + 1)
+        del log  # before the next one is simulated
+    keep = int(np.searchsorted(total, n_steps, side="right"))
+    if keep == 0:
+        raise ValueError(f"Budget.train_steps={n_steps} is shorter than the first logged episode ({total[0]} steps): "
+                         f"the offline agents' log of whole episodes would be empty")
+    rows = int(total[keep - 1])  # the log is sorted by user: its first rows, as views
+    columns = {f.name: getattr(log, f.name) for f in dataclasses.fields(log) if f.name not in ("metadata", "targets")}
+    return PropensityLog(**{k: None if v is None else v[:rows] for k, v in columns.items()},
+                         metadata={**log.metadata, "n_users": keep, "n_steps_budget": n_steps})
+
+
+def _offline(spec: RunSpec, env: gym.vector.VectorEnv, work_dir: Path | None) -> tuple[Recommender, dict]:
+    """CQL, BCQ or behaviour cloning, trained on :func:`propensity_log` alone (no env is stepped)."""
+    from agents.offline import OfflineConfig, train
+
+    budget = spec.budget
+    # they bootstrap from the next row's obs: the log's own next_obs would only double its memory
+    log = dataclasses.replace(propensity_log(spec), next_obs=None)
+    config = OfflineConfig(kind=spec.agent, updates=budget.offline_updates, seed=spec.seed, **spec.overrides())
+    agent = train(env, log, config, progress=False).agent
+    if work_dir is not None:
+        agent.save(work_dir / "model.pt")
+    return agent, {"train_steps": len(log)}
+
+
 #: Impressions the next-item models' click head is fitted on.
 CLICK_HEAD_IMPRESSIONS = 150_000
 #: Training settings of the sequential models on simulated logs.
@@ -129,12 +190,14 @@ SEQUENTIAL_TRAINING: dict[str, Any] = {"lr": 1e-2, "batch_size": 256, "patience"
 SEQUENTIAL_MODELS: dict[str, dict[str, Any]] = {
     "lstm": {"cell": "lstm", "embedding_dim": 64, "hidden_dim": 128, "dropout": 0.3},
     "gcn": {"embedding_dim": 64, "steps": 1, "dropout": 0.3},
+    "transformer": {"embedding_dim": 64, "num_blocks": 2, "dropout": 0.3},
 }
 
 BUILDERS: dict[str, Callable[[RunSpec, gym.vector.VectorEnv, Path | None], tuple[Recommender, dict]]] = {
     "random": _fixed, "myopic": _fixed, "heuristic": _fixed, "planner": _fixed, "qlearning": _qlearning,
     "dqn": _dqn, "dqn_myopic": _dqn, "slateq": _dqn, "sb3_dqn": _sb3, "sb3_ppo": _sb3, "popularity": _sequential,
-    "lstm": _sequential, "gcn": _sequential,
+    "lstm": _sequential, "gcn": _sequential, "transformer": _sequential, "dqn_gru": _dqn, "dqn_transformer": _dqn, "cql": _offline,
+    "bcq": _offline, "bc": _offline,
 }
 
 

@@ -21,7 +21,7 @@ PRESET_ENVS = {
 
 #: Every agent the suite knows, in the order tables and plots show them.
 AGENTS = ("random", "popularity", "myopic", "heuristic", "planner", "qlearning", "dqn", "dqn_myopic", "sb3_dqn",
-          "lstm", "gcn", "slateq", "sb3_ppo")
+          "dqn_gru", "dqn_transformer", "cql", "bcq", "bc", "lstm", "gcn", "transformer", "slateq", "sb3_ppo")
 #: The agents of the one-item presets' suites: all but the two that came with slates.
 ONE_ITEM_AGENTS = tuple(a for a in AGENTS if a not in ("slateq", "sb3_ppo"))
 #: Agents that show a slate; the others choose one candidate, so they run on the one-item presets only
@@ -30,9 +30,19 @@ SLATE_AGENTS = ("random", "popularity", "myopic", "heuristic", "slateq", "sb3_pp
 #: Presets whose action is a slate.
 SLATE_PRESETS = frozenset({"slate"})
 #: Agents trained on a simulated interaction log rather than by interacting.
-LOG_TRAINED = frozenset({"popularity", "lstm", "gcn"})
+LOG_TRAINED = frozenset({"popularity", "lstm", "gcn", "transformer"})
+#: Offline RL agents (``agents.offline``): trained on a propensity log of other users alone, never stepping an env.
+OFFLINE = frozenset({"cql", "bcq", "bc"})
+#: The DQN with another user encoder (``agents.q_networks.ENCODERS``); everything else as ``dqn``.
+DQN_ENCODERS = {"dqn_gru": "gru", "dqn_transformer": "transformer"}
 #: Agents that learn from the environment (by interacting, or from a log of it): they share one budget.
-LEARNERS = frozenset({"qlearning", "dqn", "dqn_myopic", "sb3_dqn", "slateq", "sb3_ppo"}) | LOG_TRAINED
+LEARNERS = frozenset({"qlearning", "dqn", "dqn_myopic", "sb3_dqn", "slateq", "sb3_ppo", *DQN_ENCODERS}) \
+    | LOG_TRAINED | OFFLINE
+#: The quick suite's agents: the one-item agents but the offline ones, the DQN's other encoders and the
+#: transformer next-item model, which would take it past 10 minutes on 2 cores (a 500,000-step run on one
+#: core, in DQN runs: CQL 1.0, BCQ 1.6, BC 0.8, the GRU encoder 4.4, the transformer 7.0; 5 seeds add
+#: about 3 and 10 minutes).
+QUICK_AGENTS = tuple(a for a in ONE_ITEM_AGENTS if a not in OFFLINE and a not in DQN_ENCODERS and a != "transformer")
 #: Behaviour policies a log may come from.
 LOG_POLICIES = ("random", "myopic", "heuristic")
 
@@ -40,7 +50,7 @@ LOG_POLICIES = ("random", "myopic", "heuristic")
 #: values each session on its own (``session_discount=0``): the days a user stays away are no
 #: steps, and a per-step discount alone makes short sessions look free (see ``agents.dqn.DQNConfig``).
 AGENT_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
-    ("dqn", "cross_session"): {"session_discount": 0.0},
+    (dqn, "cross_session"): {"session_discount": 0.0} for dqn in ("dqn", *DQN_ENCODERS)
 }
 
 
@@ -50,7 +60,9 @@ class Budget(Validated):
 
     Every learner gets ``train_steps`` environment user-steps: the interacting ones step that many
     users in total, the next-item models are fitted on a log of that many steps (whole episodes of
-    ``log_policy``).
+    ``log_policy``), and the offline RL agents on a propensity log of that many steps (whole episodes
+    of ``log_policy`` made epsilon-greedy with ``log_epsilon``, so that every candidate has a logged
+    probability), on which they take ``offline_updates`` gradient updates.
     """
 
     eval_users: int = bounded(2000, ge=2, le=1_000_000, doc="held-out users every agent is evaluated on")
@@ -61,6 +73,9 @@ class Budget(Validated):
     accuracy_users: int = bounded(500, ge=2, le=1_000_000, doc="held-out users of the accuracy log")
     accuracy_policy: str = "myopic"
     max_steps: int = bounded(100_000, ge=1, le=10**9, doc="vector steps an evaluation may take")
+    log_epsilon: float = bounded(0.3, gt=0.0, le=1.0, doc="offline agents' log: probability of a uniformly random "
+                                 "candidate instead of log_policy's (above 0: every candidate is logged sometimes)")
+    offline_updates: int = bounded(3000, ge=1, le=10**9, doc="gradient updates of the offline agents on their log")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -123,8 +138,15 @@ class RunSpec:
         """Seed of the accuracy log's held-out users: the same for every agent of a seed, used nowhere else."""
         return 2_000_000 + self.seed
 
+    @property
+    def offline_log_seed(self) -> int:
+        """Seed of the users in the offline agents' propensity log: their own stream, apart from every other."""
+        return 3_000_000 + self.seed
+
     def overrides(self) -> dict[str, Any]:
-        return AGENT_OVERRIDES.get((self.agent, self.preset), {})
+        """Config fields that differ from the agent's defaults: its encoder, and the preset's settings."""
+        encoder = {"encoder": DQN_ENCODERS[self.agent]} if self.agent in DQN_ENCODERS else {}
+        return {**encoder, **AGENT_OVERRIDES.get((self.agent, self.preset), {})}
 
 
 @dataclass(frozen=True)
@@ -192,17 +214,25 @@ def registered_agents() -> list[str]:
 
 
 SUITES: dict[str, Suite] = {
-    # the README's main job: every agent, 5 seeds, within 10 minutes on 2 cores
+    # the README's main job: the references and the main learners, 5 seeds, within 10 minutes on 2 cores
     # (the next-item models' epochs are cut to fit: each epoch passes over the whole 500k-step log)
-    "quick": Suite("quick", ONE_ITEM_AGENTS, ("default",), (0, 1, 2, 3, 4), Budget(seq_epochs=3)),
+    "quick": Suite("quick", QUICK_AGENTS, ("default",), (0, 1, 2, 3, 4), Budget(seq_epochs=3)),
+    # offline RL from a propensity log of the quick budget, beside the references and the online DQN
+    "offline": Suite("offline", ("random", "myopic", "heuristic", "dqn", "cql", "bcq", "bc"), ("default",),
+                     (0, 1, 2, 3, 4), Budget(seq_epochs=3)),
+    # the DQN's user encoders (MLP, GRU, transformer over the history) at the quick budget
+    "encoders": Suite("encoders", ("random", "heuristic", "dqn", "dqn_gru", "dqn_transformer"), ("default",),
+                      (0, 1, 2, 3, 4), Budget(seq_epochs=3)),
     # the slate preset at the quick budget: SlateQ and SB3's PPO against the slate-aware references
     "slates": Suite("slates", SLATE_AGENTS, ("slate",), (0, 1, 2, 3, 4), Budget(seq_epochs=3)),
-    # the published comparison: every preset, twice the training budget
+    # the published comparison: every agent on every preset, twice the training budget (and the offline
+    # agents twice the updates, as the DQN takes twice the gradient steps)
     "full": Suite("full", AGENTS, ("default", "cross_session", "slate"), (0, 1, 2, 3, 4),
-                  Budget(train_steps=1_000_000, seq_epochs=20)),
+                  Budget(train_steps=1_000_000, seq_epochs=20, offline_updates=6000)),
     # seconds-long end-to-end check of the machinery (tests): numbers mean nothing
     "tiny": Suite("tiny", ONE_ITEM_AGENTS, ("default",), (0, 1),
-                  Budget(eval_users=16, train_steps=2_000, train_users=16, seq_epochs=1, accuracy_users=16)),
+                  Budget(eval_users=16, train_steps=2_000, train_users=16, seq_epochs=1, accuracy_users=16,
+                         offline_updates=50)),
     "tiny_slates": Suite("tiny_slates", SLATE_AGENTS, ("slate",), (0, 1),
                          Budget(eval_users=16, train_steps=2_000, train_users=16, seq_epochs=1, accuracy_users=16)),
 }

@@ -11,11 +11,16 @@ Target policies can be recorded beside the behaviour (``targets=``): each acts o
 and info the behaviour saw, and its probability of every candidate is kept per row, so that a target
 whose decisions need more than the log holds (the true state of a clone, a planner's rollouts) can
 still be evaluated from the log. Files without target columns read back as before.
+
+The observation each step led to is kept too (``next_obs``): within an episode it is the next row's
+observation, and on the episode's last row the observation the env returned with the episode's end
+(in NEXT_STEP autoreset, the one the autoreset step then discards), which offline-RL formats need to
+hold ``T + 1`` observations per episode. Parquet stores only those final observations, in a column
+that older readers ignore; older files read back without ``next_obs``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,7 +29,8 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from recsim_env.io import atomic_write
+from recsim_env.logs.episodes import UserRows, sorted_columns
+from recsim_env.logs.parquet_tables import column_array, read_table, write_table
 from recsim_env.logs.simulated import _jsonable
 
 #: Parquet schema-metadata key holding the log's JSON metadata.
@@ -34,6 +40,8 @@ FORMAT_VERSION = 1
 _REQUIRED = ("user", "step", "session", "obs", "candidates", "position", "item", "propensity", "probabilities",
              "click", "engagement", "reward", "terminated", "truncated")
 _STATE = ("interest", "satiation", "budget")
+#: Parquet column holding each episode's final observation on its last row (null on the other rows).
+FINAL_OBS = "final_obs"
 #: Prefix of the Parquet column holding a recorded target's ``(R, N)`` probabilities.
 TARGET_PREFIX = "target."
 #: The info key that marks the users whose actions count (``agents.base.ACTIVE``): recorded targets
@@ -70,6 +78,9 @@ class PropensityLog:
         terminated, truncated: the episode-end flags of the step.
         interest, satiation: ``(R, T)`` and ``budget`` ``(R,)``: the true state before the step, for
             checks only; ``None`` for envs whose info has no ``user_state``.
+        next_obs: ``(R, D)`` the observation the step led to: the next row's ``obs`` within an episode,
+            the env's final observation on the episode's last row. One row per step (not per user) so
+            that row selections keep it aligned; ``None`` for logs recorded without it.
         metadata: env id, env config, policy name, seed, user count.
         targets: recorded target policies' ``(R, N)`` probability of every candidate at every row, by
             name (empty unless ``collect_propensity_log`` was given ``targets``).
@@ -92,6 +103,7 @@ class PropensityLog:
     interest: np.ndarray | None = None
     satiation: np.ndarray | None = None
     budget: np.ndarray | None = None
+    next_obs: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -102,10 +114,31 @@ class PropensityLog:
     def n_users(self) -> int:
         return int(self.metadata.get("n_users", 0 if len(self) == 0 else int(self.user.max()) + 1))
 
+    @property
+    def episode_end(self) -> np.ndarray:
+        """``(R,)`` True on each episode's last row (rows are sorted by user, then step)."""
+        return _episode_ends(self.user)
+
+
+def _episode_ends(user: np.ndarray) -> np.ndarray:
+    """True where the next row belongs to another user, and on the last row."""
+    user = np.asarray(user)
+    end = np.ones(len(user), bool)
+    end[:-1] = user[1:] != user[:-1]
+    return end
+
 
 def _columns(log: PropensityLog) -> dict[str, np.ndarray]:
     return {f.name: getattr(log, f.name) for f in fields(log)
-            if f.name not in ("metadata", "targets") and getattr(log, f.name) is not None}
+            if f.name not in ("metadata", "targets", "next_obs") and getattr(log, f.name) is not None}
+
+
+def _next_obs(obs: np.ndarray, end: np.ndarray, final: np.ndarray) -> np.ndarray:
+    """Each row's next observation: the next row's ``obs``, or ``final`` (one per episode) on ``end`` rows."""
+    out = np.empty_like(obs)
+    out[:-1] = obs[1:]
+    out[end] = final
+    return out
 
 
 def _target_probabilities(name: str, target: TargetPolicy, obs: np.ndarray, info: dict[str, Any],
@@ -159,12 +192,9 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
         raise TypeError(f"propensity logs record one action per step (a Discrete action space), not {space}")
     obs, info = env.reset(seed=seed)
     b = env.num_envs
-    user = np.arange(b, dtype=np.int64)
-    next_user = b
-    step = np.zeros(b, np.int64)
-    previous_done = np.zeros(b, bool)
-    finished = np.zeros(n_users, bool)
+    rows_of = UserRows(b, n_users)
     parts: list[dict[str, np.ndarray]] = []
+    final_obs: np.ndarray | None = None  # (n_users, D): the observation each user's episode ended on
     for _ in range(max_steps):
         candidates = np.atleast_2d(info["candidates"]) if "candidates" in info else \
             np.broadcast_to(np.arange(space.n, dtype=np.int64), (b, int(space.n)))
@@ -183,18 +213,12 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
                              f"candidates of each user, got shape {probabilities.shape}")
         recorded = {}
         if targets:
-            counted = ~previous_done & (user < n_users)  # the rows this step keeps (NEXT_STEP autoreset)
-            seen = {**info, ACTIVE_KEY: counted}
+            seen = {**info, ACTIVE_KEY: rows_of.counted()}  # the rows this step keeps (NEXT_STEP autoreset)
             recorded = {TARGET_PREFIX + name: _target_probabilities(name, target, obs, seen, candidates.shape[1])
                         for name, target in targets.items()}
         rows = np.arange(b)
         obs, reward, terminated, truncated, info = env.step(action)
-        reset = np.asarray(info["autoreset"], bool).reshape(b) if "autoreset" in info else previous_done
-        if reset.any():  # these rows now serve new users; their step was not an interaction
-            user[reset] = next_user + np.arange(np.count_nonzero(reset))
-            next_user += int(np.count_nonzero(reset))
-            step[reset] = 0
-        keep = ~reset & (user < n_users)
+        keep, user, step, done = rows_of.after_step(info, terminated, truncated)
         engagement = np.asarray(info["engagement"], np.float64).reshape(b) if "engagement" in info \
             else np.full(b, np.nan)
         part = {"user": user, "step": step, "candidates": candidates, "position": action,
@@ -204,18 +228,19 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
                 "terminated": np.asarray(terminated, bool).reshape(b),
                 "truncated": np.asarray(truncated, bool).reshape(b), **before, **recorded}
         parts.append({k: np.asarray(v)[keep] for k, v in part.items()})
-        step[~reset] += 1
-        done = (np.asarray(terminated, bool) | np.asarray(truncated, bool)) & ~reset
-        previous_done = done.copy()
-        done &= user < n_users
-        finished[user[done]] = True
-        if finished.all():
+        if done.any():
+            flat = np.asarray(obs).reshape(b, -1)
+            if final_obs is None:
+                final_obs = np.zeros((n_users, flat.shape[1]), flat.dtype)
+            final_obs[user[done]] = flat[done]
+        if rows_of.all_finished:
             break
     else:
-        raise RuntimeError(f"{np.count_nonzero(~finished)} of {n_users} users had not finished after "
+        raise RuntimeError(f"{np.count_nonzero(~rows_of.finished)} of {n_users} users had not finished after "
                            f"max_steps={max_steps} env steps")
-    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    order = np.lexsort((columns["step"], columns["user"]))
+    columns = sorted_columns(parts)
+    end = _episode_ends(columns["user"])
+    columns["next_obs"] = _next_obs(columns["obs"], end, final_obs[columns["user"][end]])
     spec = getattr(env, "spec", None)
     metadata = {"format_version": FORMAT_VERSION, "env_id": getattr(spec, "id", None),
                 "config": _jsonable(getattr(env.unwrapped, "config", None)),
@@ -223,61 +248,59 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
                 "num_envs": b}
     if targets:
         metadata["targets"] = list(targets)
-    recorded = {k.removeprefix(TARGET_PREFIX): columns.pop(k)[order] for k in list(columns)
-                if k.startswith(TARGET_PREFIX)}
-    return PropensityLog(**{k: v[order] for k, v in columns.items()}, metadata=metadata, targets=recorded)
+    recorded = {k.removeprefix(TARGET_PREFIX): columns.pop(k) for k in list(columns) if k.startswith(TARGET_PREFIX)}
+    return PropensityLog(**columns, metadata=metadata, targets=recorded)
+
+
+def _final_obs(log: PropensityLog) -> np.ndarray:
+    """``(episodes, D)`` the final observations, after checking ``next_obs`` is restorable from them."""
+    next_obs, obs, end = np.asarray(log.next_obs), np.asarray(log.obs), log.episode_end
+    if next_obs.shape != obs.shape:
+        raise ValueError(f"next_obs has shape {next_obs.shape}: expected the shape of obs {obs.shape}")
+    inside = ~end[:-1]
+    if not np.array_equal(next_obs[:-1][inside], obs[1:][inside]):
+        raise ValueError("next_obs must be the next row's obs within an episode (rows sorted by user, then step)")
+    return next_obs[end]
 
 
 def write_propensity_log(path: str | Path, log: PropensityLog) -> Path:
     """Write ``log`` to Parquet atomically (matrices as fixed-size lists, metadata as JSON).
 
-    Recorded targets become columns ``target.<name>``, which readers of older versions ignore.
+    Recorded targets become columns ``target.<name>``, and ``next_obs`` the column ``final_obs`` holding
+    only each episode's final observation (null on the other rows, whose next observation is the next
+    row's ``obs``); readers of older versions ignore both.
+
+    Raises:
+        ValueError: a target or ``next_obs`` of the wrong shape, or a ``next_obs`` that is not the next
+            row's ``obs`` within an episode (it could not be restored from the file).
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     for name, values in log.targets.items():
         if np.shape(values) != np.shape(log.probabilities):
             raise ValueError(f"target {name!r} has shape {np.shape(values)}: expected {np.shape(log.probabilities)}")
-    arrays = {}
+    extra = {}
+    if log.next_obs is not None:  # null except on each episode's last row
+        _final_obs(log)  # refuses a next_obs that the file could not restore
+        values = np.ascontiguousarray(log.next_obs)
+        extra[FINAL_OBS] = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1],
+                                                             mask=pa.array(~log.episode_end))
     columns = _columns(log) | {TARGET_PREFIX + name: np.asarray(v, np.float64) for name, v in log.targets.items()}
-    for name, values in columns.items():
-        values = np.ascontiguousarray(values)
-        arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1]) \
-            if values.ndim == 2 else pa.array(values)
-    table = pa.table(arrays).replace_schema_metadata({METADATA_KEY: json.dumps(log.metadata).encode()})
-    return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    return write_table(path, columns, log.metadata, METADATA_KEY, extra)
 
 
 def read_propensity_log(path: str | Path) -> PropensityLog:
     """Read a log written by :func:`write_propensity_log`.
 
+    ``next_obs`` is rebuilt from the ``final_obs`` column; files without it (written before it existed)
+    read with ``next_obs=None``.
+
     Raises:
         ValueError: the file lacks the log metadata, a required column, or holds columns of the
             wrong shape; the message names the file and the column.
     """
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        raise ValueError(f"{path}: not a recsim_env propensity log (no {METADATA_KEY.decode()} metadata)")
-    missing = [c for c in _REQUIRED if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: not a recsim_env propensity log (missing column {', '.join(missing)})")
-    state = [c for c in _STATE if c in table.column_names]
-    if state and len(state) != len(_STATE):
-        raise ValueError(f"{path}: true-state columns are incomplete (missing column "
-                         f"{', '.join(c for c in _STATE if c not in state)})")
-
-    def column(name: str) -> np.ndarray:
-        col = table.column(name).combine_chunks()
-        list_size = getattr(col.type, "list_size", None)
-        if list_size is None:
-            return col.to_numpy(zero_copy_only=False)
-        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), list_size)
-
-    columns = {c: column(c) for c in (*_REQUIRED, *state)}
+    table, metadata, state = read_table(path, METADATA_KEY, "propensity log", _REQUIRED, _STATE)
+    columns = {c: column_array(table, c) for c in (*_REQUIRED, *state)}
     for name in ("obs", "candidates", "probabilities", *(("interest", "satiation") if state else ())):
         if columns[name].ndim != 2:
             raise ValueError(f"{path}: column {name} must hold fixed-size lists (one row per step)")
@@ -287,9 +310,18 @@ def read_propensity_log(path: str | Path) -> PropensityLog:
     targets = {}
     for name in table.column_names:
         if name.startswith(TARGET_PREFIX):
-            values = column(name)
+            values = column_array(table, name)
             if values.shape != columns["probabilities"].shape:
                 raise ValueError(f"{path}: column {name} must have the shape of column probabilities "
                                  f"{columns['probabilities'].shape}, got {values.shape}")
             targets[name.removeprefix(TARGET_PREFIX)] = values
-    return PropensityLog(**columns, metadata=json.loads(raw), targets=targets)
+    if FINAL_OBS in table.column_names:
+        col = table.column(FINAL_OBS).combine_chunks()
+        end = _episode_ends(columns["user"])
+        if getattr(col.type, "list_size", None) != columns["obs"].shape[1] \
+                or not np.array_equal(col.is_null().to_numpy(zero_copy_only=False), ~end):
+            raise ValueError(f"{path}: column {FINAL_OBS} must hold lists of the width of column obs "
+                             f"({columns['obs'].shape[1]}) on each episode's last row and nulls elsewhere")
+        final = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, columns["obs"].shape[1])
+        columns["next_obs"] = _next_obs(columns["obs"], end, final)
+    return PropensityLog(**columns, metadata=metadata, targets=targets)

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from recsim_env.io import atomic_write, progress_enabled
+from recsim_env.logs.episodes import UserRows, sorted_columns
 from recsim_env.logs.sequences import Sequences
 
 #: Parquet schema-metadata key holding the log's JSON metadata (config, seed, policy).
@@ -103,22 +104,14 @@ def collect_log(env: gym.vector.VectorEnv, policy: BehaviourPolicy, n_users: int
         raise ValueError(f"n_users={n_users!r} is out of range: allowed >= 1")
     obs, info = env.reset(seed=seed)
     b = env.num_envs
-    user = np.arange(b, dtype=np.int64)
-    next_user = b
-    step = np.zeros(b, np.int64)
-    finished = np.zeros(n_users, bool)
+    rows_of = UserRows(b, n_users)
     parts: list[dict[str, np.ndarray]] = []
     bar = tqdm(total=n_users, desc="simulating users", disable=not progress_enabled(progress))
     for _ in range(max_steps):
         candidates = np.atleast_2d(info["candidates"])
         session = np.asarray(info["user_state"]["session"]).reshape(b)
         obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
-        reset = np.asarray(info["autoreset"], bool)
-        if reset.any():  # these rows now serve new users; their step was not an interaction
-            user[reset] = next_user + np.arange(np.count_nonzero(reset))
-            next_user += int(np.count_nonzero(reset))
-            step[reset] = 0
-        keep = ~reset & (user < n_users)
+        keep, user, step, done = rows_of.after_step(info, terminated, truncated)
         slate = np.asarray(info["slate"]).reshape(b, -1)
         parts.append({"user": user[keep], "step": step[keep], "session": session[keep],
                       "item": np.asarray(info["item"]).reshape(b)[keep],
@@ -126,23 +119,19 @@ def collect_log(env: gym.vector.VectorEnv, policy: BehaviourPolicy, n_users: int
                       "engagement": np.asarray(info["engagement"], np.float64).reshape(b)[keep],
                       "reward": np.asarray(reward, np.float64)[keep],
                       "candidates": candidates[keep], "slate": slate[keep]})
-        step[~reset] += 1
-        done = (terminated | truncated) & ~reset & (user < n_users)
         bar.update(int(np.count_nonzero(done)))
-        finished[user[done]] = True
-        if finished.all():
+        if rows_of.all_finished:
             break
     else:
-        raise RuntimeError(f"{np.count_nonzero(~finished)} of {n_users} users had not finished after "
+        raise RuntimeError(f"{np.count_nonzero(~rows_of.finished)} of {n_users} users had not finished after "
                            f"max_steps={max_steps} env steps")
     bar.close()
-    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    order = np.lexsort((columns["step"], columns["user"]))
+    columns = sorted_columns(parts)
     spec = getattr(env, "spec", None)
     metadata = {"format_version": FORMAT_VERSION, "env_id": getattr(spec, "id", None),
                 "config": _jsonable(getattr(env.unwrapped, "config", None)), "policy": policy_name,
                 "seed": seed, "n_users": n_users, "num_envs": b}
-    return InteractionLog(**{k: v[order] for k, v in columns.items()}, metadata=metadata)
+    return InteractionLog(**columns, metadata=metadata)
 
 
 def _log_of_steps(env: gym.vector.VectorEnv, policy: BehaviourPolicy, n_steps: int, seed: int,

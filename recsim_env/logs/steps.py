@@ -16,7 +16,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from recsim_env.logs.simulated import BehaviourPolicy
+from recsim_env.logs.simulated import BehaviourPolicy, InteractionLog
+from recsim_env.observation import SESSION_STEP_SCALE
 
 #: Clicked items kept per step (most recent last); older clicks are dropped.
 HISTORY_LENGTH = 50
@@ -132,3 +133,58 @@ def collect_steps(env: gym.vector.VectorEnv, policy: BehaviourPolicy, seed: int,
     metadata = {"env_id": getattr(spec, "id", None), "policy": policy_name, "seed": seed, "n_users": n}
     return LoggedSteps(**{k: v[order] for k, v in columns.items()}, item_features=sim.catalog.observable,
                        metadata=metadata)
+
+
+def steps_from_log(log: InteractionLog, env: gym.vector.VectorEnv) -> LoggedSteps:
+    """The log's steps with the observation each user saw, rebuilt from what the log recorded.
+
+    An observation is a function of the log alone in a single-session env without the user state: the
+    history rows are the last steps' item (clicked, or shown first) with its click and engagement, the
+    candidates are catalogue rows and the context is the step. The true state is not logged, so
+    ``interest``, ``satiation`` and ``budget`` are NaN; ``history`` is the clicked ids, as in
+    :func:`collect_steps`.
+
+    Raises:
+        ValueError: the env shows the user state, or the log spans several sessions (the days away are
+            not logged), or the log is not sorted by user then step from step 0.
+    """
+    base = env.unwrapped
+    layout, catalog = base.layout, base.simulator.catalog
+    if layout.observe_user_state:
+        raise ValueError("the env observes the user state, which an interaction log does not record")
+    if np.any(log.session != 0):
+        raise ValueError("the log spans several sessions: the days between them are not logged")
+    user, step = np.asarray(log.user, np.int64), np.asarray(log.step, np.int64)
+    s = len(user)
+    first = np.r_[True, user[1:] != user[:-1]]
+    if np.any(np.diff(user) < 0) or not np.array_equal(step, np.arange(s) - np.maximum.accumulate(
+            np.where(first, np.arange(s), 0))):
+        raise ValueError("the log must hold each user's steps in order from step 0, users one after another")
+    observable = catalog.observable
+    click, item, slate = np.asarray(log.click, bool), np.asarray(log.item, np.int64), np.asarray(log.slate, np.int64)
+    # What each step appends to the history: the item recorded and the response, as the env encodes it.
+    recorded = np.where(click, item, slate[:, 0])
+    response = np.stack([click, np.minimum(np.asarray(log.engagement, np.float64) / catalog.max_length, 1.0)], 1)
+    rows = np.concatenate([observable[recorded], response.astype(np.float32)], axis=1)
+    rows = np.concatenate([rows, np.zeros((1, rows.shape[1]), np.float32)])  # the last row pads
+    h = layout.history_length
+    back = np.arange(s)[:, None] - h + np.arange(h)[None]  # the h steps before, oldest first
+    history = rows[np.where(np.arange(h)[None] >= h - step[:, None], back, s)]
+    candidates = observable[np.asarray(log.candidates, np.int64)]
+    context = np.zeros((s, 2), np.float32)
+    context[:, 0] = np.minimum(step / SESSION_STEP_SCALE, 1.0)
+    obs = np.concatenate([history.reshape(s, -1), candidates.reshape(s, -1), context], axis=1)
+    # The clicked ids before each step: the user's clicks so far, at most HISTORY_LENGTH, most recent last.
+    clicked = click & (item >= 0)
+    clicks_before = np.cumsum(clicked) - clicked
+    start = np.maximum.accumulate(np.where(first, clicks_before, 0))
+    count = np.minimum(clicks_before - start, HISTORY_LENGTH)
+    ids = np.r_[item[clicked], NO_ITEM]
+    back = clicks_before[:, None] - HISTORY_LENGTH + np.arange(HISTORY_LENGTH)[None]
+    valid = np.arange(HISTORY_LENGTH)[None] >= HISTORY_LENGTH - count[:, None]
+    unknown = np.full((s, layout.n_topics), np.nan, np.float32)
+    return LoggedSteps(obs=obs.astype(np.float32), interest=unknown, satiation=unknown.copy(),
+                       budget=np.full(s, np.nan, np.float32), history=ids[np.where(valid, back, len(ids) - 1)],
+                       candidates=np.asarray(log.candidates, np.int64), shown=slate, click=click, item=item,
+                       user=user, step=step, item_features=observable,
+                       metadata={**log.metadata, "rebuilt_from": "interaction log"})

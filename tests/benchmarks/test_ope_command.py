@@ -244,3 +244,22 @@ def test_the_readme_block_carries_the_verdicts_and_the_table(tiny):
     assert f"{len(results['logs'])} logs of 120 users" in block
     with pytest.raises(ValueError, match="not a finished off-policy benchmark"):
         ope_block(out / "missing")
+
+
+def test_support_sentence_names_the_value_beyond_the_longest_logged_episode():
+    """A target earning 40% of its value after the log's longest episode (3 steps) is named with that share;
+    one earning nothing there is not."""
+    def truth(value, per_step, length):
+        return {"truth": {"value": value, "truncated": list(np.cumsum(per_step)), "user_steps": length * 10,
+                          "n_users": 10}}
+
+    results = {"logs": [{"max_length": 2}, {"max_length": 3}],
+               "targets": {"long": truth(10.0, [2.0, 2.0, 2.0, 4.0] + [0.0] * 96, 4.0),
+                           "short": truth(6.0, [2.0, 2.0, 2.0] + [0.0] * 97, 3.0)}}
+    (sentence,) = ope.support_sentences(results)
+    assert "longest logged episode has 3 steps" in sentence
+    assert "long's users stay 4.0 steps on average and it earns 40% of its true value after step 3" in sentence
+    assert "short's" not in sentence
+    results["targets"].pop("long")
+    assert ope.support_sentences(results) == ["Every target earns less than 5% of its true value after step 3, "
+                                              "the longest logged episode."]

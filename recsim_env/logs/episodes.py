@@ -1,0 +1,65 @@
+"""Which user each row of a vector env serves while a log is collected: one bookkeeping for every collector.
+
+A NEXT_STEP-autoreset vector env serves a fresh user on a row once that row's episode has ended, and
+the step that resets the row is no interaction. The collectors (``simulated``, ``propensity``,
+``slate_log``) number users in the order they started, keep the first ``n_users``, drop every step
+of a later user and stop once each kept user has finished one episode, so a log holds complete
+episodes only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class UserRows:
+    """The user id and step of every env row, advanced once per env step."""
+
+    def __init__(self, num_envs: int, n_users: int):
+        self.n_users = n_users
+        self.user = np.arange(num_envs, dtype=np.int64)
+        self.step = np.zeros(num_envs, np.int64)
+        self.finished = np.zeros(n_users, bool)
+        self._next_user = num_envs
+        self._previous_done = np.zeros(num_envs, bool)
+
+    def counted(self) -> np.ndarray:
+        """``(B,)`` rows whose coming step is an interaction of a kept user (ask before stepping)."""
+        return ~self._previous_done & (self.user < self.n_users)
+
+    def after_step(self, info: Mapping[str, Any], terminated: np.ndarray,
+                   truncated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Account for the env step just taken.
+
+        Returns ``(keep, user, step, done)``: the rows whose step belongs in the log, every row's user
+        id and step for that step, and the kept rows whose episode it ended. Rows the step reset
+        (``info["autoreset"]``, else the rows whose episode ended on the step before) start new users.
+        """
+        b = len(self.user)
+        reset = np.asarray(info["autoreset"], bool).reshape(b) if "autoreset" in info else self._previous_done
+        if reset.any():
+            self.user[reset] = self._next_user + np.arange(np.count_nonzero(reset))
+            self._next_user += int(np.count_nonzero(reset))
+            self.step[reset] = 0
+        keep = ~reset & (self.user < self.n_users)
+        user, step = self.user.copy(), self.step.copy()
+        self.step[~reset] += 1
+        ended = (np.asarray(terminated, bool).reshape(b) | np.asarray(truncated, bool).reshape(b)) & ~reset
+        self._previous_done = ended
+        done = ended & (user < self.n_users)
+        self.finished[user[done]] = True
+        return keep, user, step, done
+
+    @property
+    def all_finished(self) -> bool:
+        return bool(self.finished.all())
+
+
+def sorted_columns(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The steps collected per env step, concatenated and sorted by user then step."""
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.lexsort((columns["step"], columns["user"]))
+    return {k: v[order] for k, v in columns.items()}
