@@ -114,3 +114,19 @@ def test_bad_input_from_the_shell_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == ("python -m benchmarks.slate_ope: error: --targets is empty: allowed a "
                                    f"comma-separated subset of {', '.join(slate_ope.TARGETS)}")
+
+
+def test_readme_block_is_the_run_s_summary(tiny, tmp_path):
+    """``make readme`` writes the run's own summary between the slate markers, and refuses a folder without a run."""
+    from benchmarks import readme
+
+    out, results = tiny
+    block = readme.slate_ope_block(out)
+    assert f"{results['log']['users']:,} users, {results['log']['steps']:,} steps" in block
+    for line in slate_ope.summary_lines(results):
+        assert line in block
+    text = readme.replace_block("a\n<!-- slate_ope:start -->\nold\n<!-- slate_ope:end -->\nb\n", block,
+                                readme.SLATE_OPE_START, readme.SLATE_OPE_END)
+    assert "old" not in text and block in text
+    with pytest.raises(ValueError, match="not a finished slate off-policy benchmark"):
+        readme.slate_ope_block(tmp_path)
