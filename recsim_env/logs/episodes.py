@@ -63,3 +63,14 @@ def sorted_columns(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.nd
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((columns["step"], columns["user"]))
     return {k: v[order] for k, v in columns.items()}
+
+
+def true_state(info: Mapping[str, Any], b: int) -> dict[str, np.ndarray]:
+    """The true state before a step as log columns (``interest``, ``satiation`` ``(B, T)``, ``budget``
+    ``(B,)``), copied so the env's next step cannot change them; empty when the env exposes none."""
+    state = info.get("user_state")
+    if state is None:
+        return {}
+    return {"interest": np.atleast_2d(state["interest"]).reshape(b, -1).copy(),
+            "satiation": np.atleast_2d(state["satiation"]).reshape(b, -1).copy(),
+            "budget": np.asarray(state["budget"], np.float64).reshape(b)}

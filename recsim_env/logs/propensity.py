@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from recsim_env.logs.episodes import UserRows, sorted_columns
+from recsim_env.logs.episodes import UserRows, sorted_columns, true_state
 from recsim_env.logs.parquet_tables import column_array, read_table, write_table
 from recsim_env.logs.simulated import _jsonable
 
@@ -56,7 +56,8 @@ class StochasticPolicy(Protocol):
 
 
 class TargetPolicy(Protocol):
-    """A recorded target: ``act`` is enough (deterministic: one-hot); ``action_probabilities`` if it has one."""
+    """A recorded target: ``act`` is enough (deterministic: one-hot, per slate position on slates); its own
+    probabilities if it has them."""
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
 
@@ -200,11 +201,7 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
             np.broadcast_to(np.arange(space.n, dtype=np.int64), (b, int(space.n)))
         state = info.get("user_state")
         before = {"session": np.asarray(state["session"], np.int64).reshape(b) if state is not None
-                  else np.zeros(b, np.int64), "obs": np.asarray(obs).reshape(b, -1).copy()}
-        if state is not None:
-            before |= {"interest": np.atleast_2d(state["interest"]).reshape(b, -1).copy(),
-                       "satiation": np.atleast_2d(state["satiation"]).reshape(b, -1).copy(),
-                       "budget": np.asarray(state["budget"], np.float64).reshape(b)}
+                  else np.zeros(b, np.int64), "obs": np.asarray(obs).reshape(b, -1).copy(), **true_state(info, b)}
         action = np.asarray(policy.act(obs, info), np.int64).reshape(b)
         probabilities = np.asarray(policy.action_probabilities(obs, info), np.float64)
         if probabilities.shape != candidates.shape or (probabilities < 0).any() \

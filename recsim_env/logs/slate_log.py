@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from recsim_env.logs.episodes import UserRows, sorted_columns
+from recsim_env.logs.episodes import UserRows, sorted_columns, true_state
 from recsim_env.logs.parquet_tables import column_array, read_table, write_table
-from recsim_env.logs.propensity import ACTIVE_KEY, TARGET_PREFIX
+from recsim_env.logs.propensity import ACTIVE_KEY, TARGET_PREFIX, TargetPolicy
 from recsim_env.logs.simulated import _jsonable
 
 #: Parquet schema-metadata key holding the log's JSON metadata.
@@ -43,12 +43,6 @@ class FactoredSlatePolicy(Protocol):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
 
     def position_probabilities(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
-
-
-class SlateTarget(Protocol):
-    """A recorded target: ``act`` is enough (a deterministic slate: one-hot per position)."""
-
-    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -151,7 +145,7 @@ def _distribution(name: str, values: np.ndarray, b: int, k: int, n: int) -> np.n
     return values
 
 
-def _target_probabilities(name: str, target: SlateTarget, obs: np.ndarray, info: dict[str, Any],
+def _target_probabilities(name: str, target: TargetPolicy, obs: np.ndarray, info: dict[str, Any],
                           b: int, k: int, n: int) -> np.ndarray:
     """``(b, k, n)`` per-position probabilities of a target: its own, else one-hot of its slate."""
     own = getattr(target, "position_probabilities", None)
@@ -167,7 +161,7 @@ def _target_probabilities(name: str, target: SlateTarget, obs: np.ndarray, info:
 
 def collect_slate_log(env: gym.vector.VectorEnv, policy: FactoredSlatePolicy, n_users: int, seed: int,
                       policy_name: str | None = None, max_steps: int = 1_000_000,
-                      targets: Mapping[str, SlateTarget] | None = None) -> SlateLog:
+                      targets: Mapping[str, TargetPolicy] | None = None) -> SlateLog:
     """Run the factored slate ``policy`` on the vector slate ``env`` until ``n_users`` users finished one episode.
 
     As ``collect_propensity_log``: rows after an autoreset serve fresh users, the autoreset steps
@@ -198,12 +192,7 @@ def collect_slate_log(env: gym.vector.VectorEnv, policy: FactoredSlatePolicy, n_
     parts: list[dict[str, np.ndarray]] = []
     for _ in range(max_steps):
         candidates = np.atleast_2d(info["candidates"]).reshape(b, n).copy()
-        state = info.get("user_state")
-        before = {"obs": np.asarray(obs).reshape(b, -1).copy()}
-        if state is not None:
-            before |= {"interest": np.atleast_2d(state["interest"]).reshape(b, -1).copy(),
-                       "satiation": np.atleast_2d(state["satiation"]).reshape(b, -1).copy(),
-                       "budget": np.asarray(state["budget"], np.float64).reshape(b)}
+        before = {"obs": np.asarray(obs).reshape(b, -1).copy(), **true_state(info, b)}
         slate = np.asarray(policy.act(obs, info), np.int64).reshape(b, k)
         probabilities = _distribution("position_probabilities", policy.position_probabilities(obs, info), b, k, n)
         propensity = np.take_along_axis(probabilities, slate[:, :, None], axis=2)[:, :, 0]
