@@ -149,11 +149,15 @@ class PairNetwork(nn.Module):
         self.pair = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, item_outputs))
         self.state_head = nn.Linear(hidden, state_outputs) if state_outputs else None
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, obs: torch.Tensor, user_offset: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``user_offset`` ``(B, hidden)``: added to the user side, for what the observation does not hold
+        (FQE's :class:`~agents.episode_memory.EpisodeMemory`)."""
         lay = self.layout
         user = self.encoder(obs)
         items = obs[:, lay.candidates].reshape(obs.shape[0], lay.n_candidates, lay.item_dim)
-        scores = self.pair(self.user_in(user)[:, None, :] + self.item_in(items))
+        user_side = self.user_in(user) if user_offset is None else self.user_in(user) + user_offset
+        scores = self.pair(user_side[:, None, :] + self.item_in(items))
         return scores, (self.state_head(user) if self.state_head is not None else None)
 
     def score_items(self, obs: torch.Tensor, items: torch.Tensor, max_elements: int = 2**22,

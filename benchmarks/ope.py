@@ -94,10 +94,13 @@ class OpeBenchmarkConfig(Validated):
     num_envs: int = bounded(1000, ge=1, le=100_000, doc="users simulated at once")
     planner_rollouts: int = bounded(4, ge=1, le=100_000, doc="planner's rollouts per candidate (its default: 12)")
     planner_candidates: int = bounded(3, ge=0, le=1000, doc="candidates the planner rolls out (its default: 5)")
-    fqe_iterations: int = bounded(60, ge=0, le=100_000, doc="FQE iterations (target-network copies)")
-    fqe_steps: int = bounded(15, ge=1, le=100_000, doc="FQE gradient steps per iteration")
+    # Each FQE iteration carries the value one step further back, and the best targets keep users for
+    # a hundred steps and more: many short iterations rather than a few long ones.
+    fqe_iterations: int = bounded(500, ge=0, le=100_000, doc="FQE iterations (target-network copies)")
+    fqe_steps: int = bounded(30, ge=1, le=100_000, doc="FQE gradient steps per iteration")
     fqe_batch: int = bounded(256, ge=1, le=1_000_000, doc="FQE transitions per gradient step")
-    fqe_users: int = bounded(1000, ge=0, le=10_000_000, doc="users of each log FQE is fitted on (0: all)")
+    fqe_users: int = bounded(0, ge=0, le=10_000_000, doc="users of each log FQE is fitted on (0: all)")
+    fqe_memory: bool = True
     n_bootstrap: int = bounded(200, ge=10, le=1_000_000, doc="bootstrap resamples of each log's episodes")
     confidence: float = bounded(0.95, gt=0.0, lt=1.0, doc="coverage of the intervals")
     max_weight: float = bounded(100.0, ge=0.0, lt=float("inf"),
@@ -300,30 +303,32 @@ def first_users(log: PropensityLog, n_users: int) -> PropensityLog:
                          targets={k: v[keep] for k, v in log.targets.items()})
 
 
-def fqe_q(log: PropensityLog, pi: np.ndarray, cfg: OpeBenchmarkConfig, layout: Any, i: int) -> tuple[np.ndarray, dict]:
-    """Network FQE fitted on the log's first ``fqe_users`` episodes, its ``q`` on every row of the log."""
-    import torch
+def fqe_q(log: PropensityLog, pis: Mapping[str, np.ndarray], cfg: OpeBenchmarkConfig, layout: Any,
+          i: int) -> dict[str, tuple[np.ndarray, dict]]:
+    """Network FQE of every target in ``pis`` at once, fitted on the log's first ``fqe_users`` episodes:
+    each target's ``q`` on every row of the log and what the fit reports.
 
-    from agents.fqe import FQEConfig, fit_fqe
+    One network with an output per target (``agents.fqe.fit_fqe_targets``), seeded by the log: the
+    same targets on the same log give the same fit, so a run resumed mid-log redoes it exactly.
+    """
+    from agents.fqe import FQEConfig, fit_fqe_targets
 
     config = FQEConfig(iterations=cfg.fqe_iterations, steps_per_iteration=cfg.fqe_steps, batch_size=cfg.fqe_batch,
-                       seed=_derived(cfg, 4, i), progress=False)
+                       episode_memory=cfg.fqe_memory, seed=_derived(cfg, 4, i), progress=False)
     part = first_users(log, cfg.fqe_users)
     keep = log.user < part.n_users
-    fitted = fit_fqe(part, pi[keep], config, layout=layout)
-    obs = torch.as_tensor(np.asarray(log.obs, np.float32))
-    with torch.no_grad():
-        q = np.concatenate([fitted.network(obs[s:s + CHUNK])[0][..., 0].numpy() for s in range(0, len(log), CHUNK)])
-    q = q.astype(np.float64) / config.reward_scale
-    return q, {"users": part.n_users, "iterations": fitted.iterations,
-               "final_td_mse": float(fitted.history[-1]) if len(fitted.history) else None}
+    fitted = fit_fqe_targets(part, {t: pi[keep] for t, pi in pis.items()}, config, layout=layout)
+    q = next(iter(fitted.values())).network.action_values(log) if part is not log else None
+    return {t: (f.q if q is None else q[:, :, f.head],
+                {"users": part.n_users, "iterations": f.iterations, "targets_fitted_together": len(pis),
+                 "final_td_mse": float(f.history[-1]) if len(f.history) else None})
+            for t, f in fitted.items()}
 
 
-def estimate(log: PropensityLog, pi: np.ndarray, cfg: OpeBenchmarkConfig, layout: Any, i: int) -> dict[str, Any]:
+def estimate(log: PropensityLog, pi: np.ndarray, q: np.ndarray, fqe: dict, fqe_seconds: float,
+             cfg: OpeBenchmarkConfig, i: int) -> dict[str, Any]:
     """Every estimator on one (log, target), the weights' effective sample size and the truncated PDIS."""
     start = time.perf_counter()
-    q, fqe = fqe_q(log, pi, cfg, layout, i)
-    fitted = time.perf_counter()
     config = EstimatorConfig(n_bootstrap=cfg.n_bootstrap, confidence=cfg.confidence, seed=_derived(cfg, 5, i))
     results = estimate_all(log, pi, q=q, config=config)
     clipped = {}
@@ -340,10 +345,9 @@ def estimate(log: PropensityLog, pi: np.ndarray, cfg: OpeBenchmarkConfig, layout
                           for e, r in (results | clipped).items()},
             "effective_sample_size": results["is"].effective_sample_size, "n_episodes": log.n_users,
             "rows": len(log), "fqe": fqe, "truncated": {"pdis": _horizon(pdis), "wpdis": _horizon(wpdis)},
-            "seconds": {"fqe": fitted - start, "estimators": time.perf_counter() - fitted}}
+            "seconds": {"fqe": fqe_seconds, "estimators": time.perf_counter() - start}}
 
 
-# -- the run ----------------------------------------------------------------------------------------------
 def _signature(cfg: OpeBenchmarkConfig) -> dict[str, Any]:
     """What the cached work depends on: the options but the output folder, targets and log count, and
     the log file's digest."""
@@ -462,16 +466,21 @@ def run(cfg: OpeBenchmarkConfig, progress: bool | None = None) -> dict[str, Any]
                 behaviour = EpsilonGreedy(build(cfg.behaviour, env, cfg, work), cfg.epsilon, seed=_derived(cfg, 6, i))
                 log = collect_propensity_log(env, behaviour, cfg.users, seed=log_seed(cfg, i),
                                              policy_name=f"epsilon_greedy({cfg.behaviour}, {cfg.epsilon:g})",
-                                             targets={t: recorder(t, env, cfg, work) for t in missing})
+                                             targets={t: recorder(t, env, cfg, work) for t in cfg.targets})
             lengths = np.bincount(log.user, minlength=log.n_users)
             meta = {"seed": log.metadata.get("seed"), "users": log.n_users, "rows": len(log),
                     "mean_length": float(lengths.mean()), "max_length": int(lengths.max()),
                     "behaviour_return": float(np.bincount(log.user, log.reward, minlength=log.n_users).mean()),
-                    "path": cfg.log, "seconds": time.perf_counter() - start, "targets_recorded": missing}
+                    "path": cfg.log, "seconds": time.perf_counter() - start, "targets_estimated": missing}
             atomic_write_text(meta_path, json.dumps(meta))
+            if missing:
+                # One FQE fit for every target, so the missing ones get exactly the fit they would have had.
+                pis = {t: probabilities_from_log(t, log, cfg, work) for t in cfg.targets}
+                fit_start = time.perf_counter()
+                fitted = fqe_q(log, pis, cfg, layout, i)
+                fit_seconds = (time.perf_counter() - fit_start) / len(missing)  # shared by the targets written
             for t in missing:
-                pi = probabilities_from_log(t, log, cfg, work)
-                cached[t] = estimate(log, pi, cfg, layout, i)
+                cached[t] = estimate(log, pis[t], *fitted[t], fit_seconds, cfg, i)
                 atomic_write_text(work / f"log{i}" / f"{t}.json", json.dumps(cached[t]))
                 bar.update(1)
             if wants_offline:  # the same log again when its estimates were cached: logging is seeded
@@ -666,8 +675,10 @@ def report(results: Mapping[str, Any]) -> str:
               f"{np.mean([m['mean_length'] for m in logs]):.1f} steps on average, behaviour return "
               f"{np.mean([m['behaviour_return'] for m in logs]):.2f}). Truth: each target's mean return online on "
               f"{cfg['truth_users']:,} fresh users (seed {tg[cfg['targets'][0]]['truth']['seed']}, never used by a log), "
-              f"{conf:.0%} bootstrap interval. DM, DR and WDR use network FQE ({cfg['fqe_iterations']} iterations x "
-              f"{cfg['fqe_steps']} steps, batch {cfg['fqe_batch']}, fitted on "
+              f"{conf:.0%} bootstrap interval. DM, DR and WDR use network FQE (one network with an output per target, "
+              + ("reading the observation and the whole episode so far: the ids and responses of its earlier steps; "
+                 if cfg.get("fqe_memory") else "reading the observation alone; ")
+              + f"{cfg['fqe_iterations']} iterations x {cfg['fqe_steps']} steps, batch {cfg['fqe_batch']}, fitted on "
               + (f"the first {cfg['fqe_users']:,} users" if 0 < cfg["fqe_users"] < cfg["users"] else "all users")
               + f" of each log, evaluated on all). Intervals: {cfg['n_bootstrap']} bootstrap resamples of each log's "
               f"episodes at {conf:.0%}. Seed {cfg['seed']}, dqn and dqn_myopic trained on {cfg['train_steps']:,} "
@@ -823,6 +834,8 @@ def parse_args(argv: list[str] | None) -> OpeBenchmarkConfig:
     parser.add_argument("--fqe-steps", type=int, default=d.fqe_steps)
     parser.add_argument("--fqe-batch", type=int, default=d.fqe_batch)
     parser.add_argument("--fqe-users", type=int, default=d.fqe_users)
+    parser.add_argument("--no-fqe-memory", dest="fqe_memory", action="store_false",
+                        help="FQE reads only the observation, not the whole episode so far")
     parser.add_argument("--n-bootstrap", type=int, default=d.n_bootstrap)
     parser.add_argument("--confidence", type=float, default=d.confidence)
     parser.add_argument("--max-weight", type=float, default=d.max_weight,

@@ -197,6 +197,10 @@ def test_invalid_arguments_are_refused_naming_the_problem():
         FQEConfig(model="tree")
     with pytest.raises(ValueError, match="FQEConfig.encoder='cnn'"):
         FQEConfig(encoder="cnn")
+    with pytest.raises(TypeError, match="FQEConfig.episode_memory must be a bool, got 'yes'"):
+        FQEConfig(episode_memory="yes")
+    with pytest.raises(ValueError, match=r"FQEConfig.memory_dim=0 is out of range"):
+        FQEConfig(memory_dim=0)
     with pytest.raises(TypeError, match="FQEConfig.progress must be a bool"):
         FQEConfig(progress="yes")
     with pytest.raises(ValueError, match=r"target_probabilities has shape \(4,\): expected \(4, 2\)"):

@@ -174,6 +174,18 @@ def test_a_rerun_resumes_from_the_cache_and_only_adds_new_work(tiny, monkeypatch
         run(out, "--epsilon", "0.5")
 
 
+def test_a_run_stopped_within_a_log_resumes_with_the_same_fit(tiny):
+    """A log's targets share one FQE fit, redone whole when one target's estimates are missing, so the
+    resumed target gets the numbers it had; the fit reads the episode memory unless told not to."""
+    out, results = tiny
+    (out / "work" / "log1" / "dqn.json").unlink()
+    again = run(out)
+    assert again["targets"]["dqn"] == results["targets"]["dqn"]
+    assert "the whole episode so far" in (out / "results.md").read_text()
+    assert ope.parse_args(["--out", "x"]).fqe_memory
+    assert not ope.parse_args(["--out", "x", "--no-fqe-memory"]).fqe_memory
+
+
 @pytest.mark.parametrize("args, message", [
     (["--targets", "random,oracle"], r"--targets: 'oracle' is unknown: allowed random, myopic"),
     (["--targets", "random,random"], r"--targets: must name distinct targets"),
@@ -244,6 +256,22 @@ def test_the_readme_block_carries_the_verdicts_and_the_table(tiny):
     assert f"{len(results['logs'])} logs of 120 users" in block
     with pytest.raises(ValueError, match="not a finished off-policy benchmark"):
         ope_block(out / "missing")
+
+
+def test_the_window_block_shows_the_model_rows_of_a_run_without_the_memory(tiny, tmp_path):
+    from benchmarks.readme import ope_window_block
+
+    out, _ = tiny
+    with pytest.raises(ValueError, match="a run with the episode memory; this section wants one with --no-fqe-memory"):
+        ope_window_block(out)
+    window = tmp_path / "window"
+    results = run(window, "--no-fqe-memory", "--logs", "1", "--offline-updates", "0")
+    assert results["config"]["fqe_memory"] is False
+    assert "reading the observation alone" in (window / "results.md").read_text()
+    block = ope_window_block(window)
+    assert all(sentence in block for sentence in ope.verdicts(results)[:3])
+    rows = [line.split("|")[1].strip() for line in block.splitlines() if line.startswith("| ") and "estimator" not in line]
+    assert rows == ["DM", "DR", "WDR", "DR clipped at 20", "WDR clipped at 20"]
 
 
 def test_support_sentence_names_the_value_beyond_the_longest_logged_episode():
