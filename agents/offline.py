@@ -76,6 +76,8 @@ class OfflineConfig(Validated):
     updates: int = bounded(3000, ge=0, le=10**9, doc="gradient updates to train for")
     discount: float = bounded(0.98, ge=0.0, le=1.0, doc="gamma (per step); 0 values the immediate reward only")
     n_step: int = bounded(5, ge=1, le=100, doc="logged rewards summed before bootstrapping")
+    session_discount: float = bounded(1.0, ge=0.0, le=1.0,
+                                      doc="extra discount where a session ends (as DQNConfig.session_discount)")
     target_update_interval: int = bounded(250, ge=1, le=10**9, doc="updates between copies of the target network")
     double: bool = True
     reward_scale: float = bounded(0.1, gt=0.0, le=1e6, doc="reward multiplier for learning (Q in scaled units)")
@@ -118,8 +120,12 @@ class Transitions:
                 "discount": self.discount[rows], "next_obs": self.obs[self.next_row[rows]]}
 
 
-def transitions(log: PropensityLog, layout: ObservationLayout, discount: float, n_step: int = 1) -> Transitions:
+def transitions(log: PropensityLog, layout: ObservationLayout, discount: float, n_step: int = 1,
+                session_discount: float = 1.0) -> Transitions:
     """Turn ``log`` into :class:`Transitions` for an agent with ``layout`` (vectorised over rows).
+
+    ``session_discount`` multiplies whatever follows a step after which the user's session ended and
+    the next of the same episode began (``log.session`` moves on), as DQN's replay does.
 
     Raises:
         ValueError: the log is empty, was recorded in an env with other observations or candidates,
@@ -143,11 +149,13 @@ def transitions(log: PropensityLog, layout: ObservationLayout, discount: float, 
     rows = np.arange(len(log))
     successor = np.r_[(user[1:] == user[:-1]) & (step[1:] == step[:-1] + 1), False] & ~np.asarray(log.terminated, bool)
     following = np.where(successor, rows + 1, rows)
+    session = np.asarray(log.session, np.int64)
+    step_factor = discount * np.where(np.r_[session[1:] != session[:-1], False] & successor, session_discount, 1.0)
     reward = np.asarray(log.reward, np.float64)
     returns, factor, alive, at = np.zeros(len(log)), np.ones(len(log)), np.ones(len(log), bool), rows
     for _ in range(n_step):  # a loop over the n steps, each vectorised over every row
         returns += np.where(alive, factor * reward[at], 0.0)
-        factor *= discount
+        factor *= step_factor[at]
         alive &= successor[at]
         at = np.where(alive, following[at], at)
     return Transitions(obs=torch.as_tensor(obs, dtype=torch.float32), action=torch.as_tensor(position),
@@ -273,7 +281,7 @@ class OfflineAgent(DQNAgent):
         the same weights bit for bit (same machine and thread count).
         """
         cfg = self.config
-        data = transitions(log, self.layout, cfg.discount, cfg.n_step)
+        data = transitions(log, self.layout, cfg.discount, cfg.n_step, cfg.session_discount)
         seed = np.random.SeedSequence([cfg.seed, self.gradient_steps]).generate_state(1, np.uint64)[0]
         sampler = torch.Generator().manual_seed(int(seed) >> 1)
         threads = torch.get_num_threads()

@@ -46,11 +46,12 @@ QUICK_AGENTS = tuple(a for a in ONE_ITEM_AGENTS if a not in OFFLINE and a not in
 #: Behaviour policies a log may come from.
 LOG_POLICIES = ("random", "myopic", "heuristic")
 
-#: Per preset, settings that differ from an agent's defaults. On the cross-session preset the DQN
-#: values each session on its own (``session_discount=0``): the days a user stays away are no
-#: steps, and a per-step discount alone makes short sessions look free (see ``agents.dqn.DQNConfig``).
+#: Per preset, settings that differ from an agent's defaults. On the cross-session preset the DQN and
+#: the offline learners value each session on its own (``session_discount=0``): the days a user stays
+#: away are no steps, and a per-step discount alone makes short sessions look free (see
+#: ``agents.dqn.DQNConfig``).
 AGENT_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
-    (dqn, "cross_session"): {"session_discount": 0.0} for dqn in ("dqn", *DQN_ENCODERS)
+    (agent, "cross_session"): {"session_discount": 0.0} for agent in ("dqn", *DQN_ENCODERS, *OFFLINE)
 }
 
 

@@ -155,6 +155,26 @@ def test_n_step_returns_and_bootstrap_rows_stop_at_episode_ends():
     assert torch.equal(batch["next_obs"], one.obs[[2, 6]]) and batch["action"].tolist() == [0, 4]
 
 
+def test_a_session_end_discounts_what_follows_it():
+    """One episode of two sessions (rows 0-1, then 2-3): at ``session_discount=0`` nothing after the end
+    of the first session reaches its rows; at 0.5 the next session's rewards count half."""
+    log = hand_log([1.0, 2.0, 4.0, 8.0], user=[0, 0, 0, 0], step=[0, 1, 2, 3], terminated=[0, 0, 0, 1],
+                   truncated=[0, 0, 0, 0])
+    log = dataclasses.replace(log, session=np.array([0, 0, 1, 1]))
+    layout = SimpleNamespace(size=4, n_candidates=10)
+    apart = transitions(log, layout, discount=1.0, n_step=2, session_discount=0.0)
+    np.testing.assert_allclose(apart.returns.numpy(), [3.0, 2.0, 12.0, 8.0])
+    np.testing.assert_allclose(apart.discount.numpy(), [0.0, 0.0, 0.0, 0.0])  # row 0 would bootstrap from row 2
+    half = transitions(log, layout, discount=0.9, n_step=2, session_discount=0.5)
+    np.testing.assert_allclose(half.returns.numpy(), [1.0 + 0.9 * 2.0, 2.0 + 0.45 * 4.0, 4.0 + 0.9 * 8.0, 8.0],
+                               rtol=1e-6)
+    np.testing.assert_allclose(half.discount.numpy(), [0.9 * 0.45, 0.45 * 0.9, 0.0, 0.0], rtol=1e-6)
+    same = transitions(log, layout, discount=0.9, n_step=2)  # the default leaves sessions alone
+    np.testing.assert_allclose(same.returns.numpy(), [2.8, 5.6, 11.2, 8.0], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"OfflineConfig.session_discount=2.0 is out of range"):
+        OfflineConfig(session_discount=2.0)
+
+
 def test_logs_the_agent_cannot_learn_from_are_refused(logged):
     log, env = logged
     agent = OfflineAgent(env, **TINY)

@@ -98,6 +98,9 @@ def test_the_encoder_agents_are_the_dqn_with_another_encoder_and_its_preset_sett
     assert RunSpec("dqn_transformer", "default", 0).overrides() == {"encoder": "transformer"}
     assert RunSpec("dqn_gru", "cross_session", 0).overrides() == {"encoder": "gru", "session_discount": 0.0}
     assert RunSpec("dqn", "cross_session", 0).overrides() == {"session_discount": 0.0}
+    for offline in ("cql", "bcq", "bc"):  # the offline learners value each session on its own there too
+        assert RunSpec(offline, "cross_session", 0).overrides() == {"session_discount": 0.0}
+        assert RunSpec(offline, "default", 0).overrides() == {}
     spec = RunSpec("dqn_gru", "default", 0, dataclasses.replace(TINY, train_steps=64))
     env = gym.make_vec(spec.env_id, num_envs=TINY.eval_users, vectorization_mode="vector_entry_point")
     agent, extra = runner.BUILDERS["dqn_gru"](spec, env, None)
