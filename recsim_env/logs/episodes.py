@@ -15,6 +15,39 @@ from typing import Any
 import numpy as np
 
 
+class LoggedRows:
+    """Row count and user count of a log dataclass with a ``user`` column and ``metadata``, one per row
+    of a logged step (the propensity and slate logs)."""
+
+    user: np.ndarray
+    metadata: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def n_users(self) -> int:
+        """Users the log was collected for (its metadata), or one more than the largest user id."""
+        return int(self.metadata.get("n_users", 0 if len(self) == 0 else int(self.user.max()) + 1))
+
+
+def checked_collection(n_users: int, max_steps: int, targets: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The propensity and slate collectors' arguments checked: ``n_users`` and ``max_steps`` >= 1 and
+    non-empty target names; returns the targets as a dict.
+
+    Raises:
+        ValueError: naming the argument and its allowed range.
+    """
+    if isinstance(n_users, bool) or not isinstance(n_users, (int, np.integer)) or n_users < 1:
+        raise ValueError(f"n_users={n_users!r} is out of range: allowed integers >= 1")
+    if max_steps < 1:
+        raise ValueError(f"max_steps={max_steps!r} is out of range: allowed >= 1")
+    targets = dict(targets or {})
+    if any(not isinstance(name, str) or not name for name in targets):
+        raise ValueError(f"target names must be non-empty strings, got {sorted(map(repr, targets))}")
+    return targets
+
+
 class UserRows:
     """The user id and step of every env row, advanced once per env step."""
 
@@ -25,6 +58,11 @@ class UserRows:
         self.finished = np.zeros(n_users, bool)
         self._next_user = num_envs
         self._previous_done = np.zeros(num_envs, bool)
+
+    def unfinished(self, max_steps: int) -> RuntimeError:
+        """The error a collector raises when ``max_steps`` env steps ended before every kept user did."""
+        return RuntimeError(f"{np.count_nonzero(~self.finished)} of {self.n_users} users had not finished after "
+                            f"max_steps={max_steps} env steps")
 
     def counted(self) -> np.ndarray:
         """``(B,)`` rows whose coming step is an interaction of a kept user (ask before stepping)."""

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from recsim_env.logs.episodes import UserRows, sorted_columns, true_state
+from recsim_env.logs.episodes import LoggedRows, UserRows, checked_collection, sorted_columns, true_state
 from recsim_env.logs.parquet_tables import column_array, read_table, write_table
 from recsim_env.logs.simulated import _jsonable
 
@@ -63,7 +63,7 @@ class TargetPolicy(Protocol):
 
 
 @dataclass(frozen=True)
-class PropensityLog:
+class PropensityLog(LoggedRows):
     """One row per (user, step), sorted by user then step.
 
     Attributes:
@@ -107,13 +107,6 @@ class PropensityLog:
     next_obs: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.user)
-
-    @property
-    def n_users(self) -> int:
-        return int(self.metadata.get("n_users", 0 if len(self) == 0 else int(self.user.max()) + 1))
 
     @property
     def episode_end(self) -> np.ndarray:
@@ -181,13 +174,7 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
         TypeError: an action space that is not ``Discrete`` (slates have no per-candidate propensity here).
         RuntimeError: the users did not finish within ``max_steps`` env steps.
     """
-    if isinstance(n_users, bool) or not isinstance(n_users, (int, np.integer)) or n_users < 1:
-        raise ValueError(f"n_users={n_users!r} is out of range: allowed integers >= 1")
-    if max_steps < 1:
-        raise ValueError(f"max_steps={max_steps!r} is out of range: allowed >= 1")
-    targets = dict(targets or {})
-    if any(not isinstance(name, str) or not name for name in targets):
-        raise ValueError(f"target names must be non-empty strings, got {sorted(map(repr, targets))}")
+    targets = checked_collection(n_users, max_steps, targets)
     space = getattr(env, "single_action_space", env.action_space)
     if not isinstance(space, gym.spaces.Discrete):
         raise TypeError(f"propensity logs record one action per step (a Discrete action space), not {space}")
@@ -233,8 +220,7 @@ def collect_propensity_log(env: gym.vector.VectorEnv, policy: StochasticPolicy, 
         if rows_of.all_finished:
             break
     else:
-        raise RuntimeError(f"{np.count_nonzero(~rows_of.finished)} of {n_users} users had not finished after "
-                           f"max_steps={max_steps} env steps")
+        raise rows_of.unfinished(max_steps)
     columns = sorted_columns(parts)
     end = _episode_ends(columns["user"])
     columns["next_obs"] = _next_obs(columns["obs"], end, final_obs[columns["user"][end]])

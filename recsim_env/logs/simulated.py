@@ -123,8 +123,7 @@ def collect_log(env: gym.vector.VectorEnv, policy: BehaviourPolicy, n_users: int
         if rows_of.all_finished:
             break
     else:
-        raise RuntimeError(f"{np.count_nonzero(~rows_of.finished)} of {n_users} users had not finished after "
-                           f"max_steps={max_steps} env steps")
+        raise rows_of.unfinished(max_steps)
     bar.close()
     columns = sorted_columns(parts)
     spec = getattr(env, "spec", None)

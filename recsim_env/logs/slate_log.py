@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from recsim_env.logs.episodes import UserRows, sorted_columns, true_state
+from recsim_env.logs.episodes import LoggedRows, UserRows, checked_collection, sorted_columns, true_state
 from recsim_env.logs.parquet_tables import column_array, read_table, write_table
 from recsim_env.logs.propensity import ACTIVE_KEY, TARGET_PREFIX, TargetPolicy
 from recsim_env.logs.simulated import _jsonable
@@ -46,7 +46,7 @@ class FactoredSlatePolicy(Protocol):
 
 
 @dataclass(frozen=True)
-class SlateLog:
+class SlateLog(LoggedRows):
     """One row per (user, step), sorted by user then step.
 
     Attributes:
@@ -86,13 +86,6 @@ class SlateLog:
     def __post_init__(self) -> None:
         check_shapes({f.name: getattr(self, f.name) for f in fields(self)
                       if f.name not in ("metadata", "targets")}, self.targets, "SlateLog")
-
-    def __len__(self) -> int:
-        return len(self.user)
-
-    @property
-    def n_users(self) -> int:
-        return int(self.metadata.get("n_users", 0 if len(self) == 0 else int(self.user.max()) + 1))
 
     @property
     def slate_size(self) -> int:
@@ -175,13 +168,7 @@ def collect_slate_log(env: gym.vector.VectorEnv, policy: FactoredSlatePolicy, n_
         TypeError: an action space that is not ``MultiDiscrete([N] * K)``.
         RuntimeError: the users did not finish within ``max_steps`` env steps.
     """
-    if isinstance(n_users, bool) or not isinstance(n_users, (int, np.integer)) or n_users < 1:
-        raise ValueError(f"n_users={n_users!r} is out of range: allowed integers >= 1")
-    if max_steps < 1:
-        raise ValueError(f"max_steps={max_steps!r} is out of range: allowed >= 1")
-    targets = dict(targets or {})
-    if any(not isinstance(name, str) or not name for name in targets):
-        raise ValueError(f"target names must be non-empty strings, got {sorted(map(repr, targets))}")
+    targets = checked_collection(n_users, max_steps, targets)
     space = getattr(env, "single_action_space", env.action_space)
     if not isinstance(space, gym.spaces.MultiDiscrete) or space.nvec.ndim != 1 or len(set(space.nvec.tolist())) != 1:
         raise TypeError(f"slate logs need a MultiDiscrete([n_candidates] * slate_size) action space, not {space}")
@@ -216,8 +203,7 @@ def collect_slate_log(env: gym.vector.VectorEnv, policy: FactoredSlatePolicy, n_
         if rows_of.all_finished:
             break
     else:
-        raise RuntimeError(f"{np.count_nonzero(~rows_of.finished)} of {n_users} users had not finished after "
-                           f"max_steps={max_steps} env steps")
+        raise rows_of.unfinished(max_steps)
     columns = sorted_columns(parts)
     spec = getattr(env, "spec", None)
     metadata = {"format_version": FORMAT_VERSION, "env_id": getattr(spec, "id", None),
